@@ -1,0 +1,289 @@
+"""MADE: masked autoencoder for distribution estimation, in plain ``torch.nn``.
+
+Masks come from degrees (Germain et al., 2015, Sec. 4): input ``d`` has degree
+``m0(d)`` = its 1-based position in the ordering; a hidden unit of layer ``l`` has a
+degree drawn uniformly from ``[min m_{l-1}, D - 1]`` and sees the units of the layer
+below whose degree is ``<=`` its own (Eq. 12); output ``d`` sees last-layer units of
+degree ``< m0(d)`` (Eq. 13). Output ``d`` therefore depends only on inputs earlier
+in the ordering, and ``prod_d p(x_d | x_<d)`` is a normalised distribution.
+
+A model keeps a bank of ``num_masks`` fixed masks (buffers, selectable by index) and
+can also draw fresh ones; both come from a seeded ``torch.Generator`` whose state is
+saved with the weights, so a restored model draws the same masks next.
+
+Example:
+    >>> model = MADE(input_dim=6, hidden_sizes=[32], num_masks=4)
+    >>> model.log_prob(torch.ones(2, 6)).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MADE", "Mask", "MaskedLinear", "ACTIVATIONS", "DIRECT_CONNECTIONS", "RESAMPLE_MODES", "INITS"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+DIRECT_CONNECTIONS = ("none", "output", "full")
+RESAMPLE_MODES = ("full", "ordering", "connectivity")
+INITS = ("default", "orthogonal", "xavier_uniform")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """One autoregressive model: an ordering and the hidden units' degrees.
+
+    ``ordering[i]`` is the input dimension placed at position ``i`` (a permutation of
+    ``range(D)``); ``hidden_degrees[l]`` has shape ``(H_l,)`` with values in ``[1, D-1]``.
+    """
+
+    ordering: Tensor
+    hidden_degrees: tuple[Tensor, ...]
+
+    @property
+    def input_degrees(self) -> Tensor:
+        """(D,) 1-based position of each input dimension in the ordering."""
+        degrees = torch.empty_like(self.ordering)
+        degrees[self.ordering] = torch.arange(1, len(self.ordering) + 1, device=self.ordering.device)
+        return degrees
+
+
+def sample_hidden_degrees(
+    hidden_sizes: Sequence[int], input_dim: int, generator: torch.Generator
+) -> tuple[Tensor, ...]:
+    """Degrees per hidden layer, each uniform on ``[min of the layer below, D - 1]``."""
+    degrees, low = [], 1
+    for size in hidden_sizes:
+        high = max(input_dim - 1, low)  # D = 1: no input can feed an output anyway
+        layer = torch.randint(low, high + 1, (size,), generator=generator)
+        degrees.append(layer)
+        low = int(layer.min())
+    return tuple(degrees)
+
+
+def hidden_mask(degrees_out: Tensor, degrees_in: Tensor) -> Tensor:
+    """(H_out, H_in) connectivity into a hidden layer: unit k sees units of degree <= m(k)."""
+    return (degrees_out[:, None] >= degrees_in[None, :]).float()
+
+
+def output_mask(input_degrees: Tensor, degrees_in: Tensor) -> Tensor:
+    """(D, H_in) connectivity into the outputs: output d sees units of degree < m0(d)."""
+    return (input_degrees[:, None] > degrees_in[None, :]).float()
+
+
+class MaskedLinear(nn.Linear):
+    """``y = x (W * M)^T + b`` with a fixed 0/1 connectivity mask ``M`` of shape (out, in).
+
+    With ``condition_on_mask`` the layer adds ``(U * M) 1``, a mask-dependent bias that
+    tells the layer which connectivity is in use (the original code's ``use_cond_mask``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, condition_on_mask: bool = False):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("mask", torch.ones(out_features, in_features))
+        self.mask_weight = nn.Parameter(torch.zeros(out_features, in_features)) if condition_on_mask else None
+
+    def set_mask(self, mask: Tensor) -> None:
+        self.mask.copy_(mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self.weight * self.mask, self.bias)
+        if self.mask_weight is not None:
+            out = out + (self.mask_weight * self.mask).sum(1)
+        return out
+
+
+class MADE(nn.Module):
+    """Masked autoencoder whose outputs are Bernoulli logits of ``p(x_d | x_<d)``.
+
+    Args:
+        input_dim: D, the number of binary inputs.
+        hidden_sizes: widths of the hidden layers (at least one).
+        activation: ``relu``, ``tanh`` or ``sigmoid``.
+        direct_connection: ``none``; ``output`` adds a masked input->output layer;
+            ``full`` also connects the input to every hidden layer.
+        natural_ordering: use the ordering ``0..D-1`` for every mask.
+        num_masks: K, the size of the bank of fixed masks.
+        resample: what differs between masks: ``full`` (ordering and connectivity),
+            ``ordering`` only or ``connectivity`` only.
+        init: weight initialisation: ``default`` (PyTorch's), ``orthogonal``, ``xavier_uniform``.
+        condition_on_mask: give every layer a mask-dependent bias (see MaskedLinear).
+        seed: seed of the generator that draws orderings and connectivities.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_sizes: Sequence[int] = (500,),
+        activation: str = "relu",
+        direct_connection: str = "none",
+        natural_ordering: bool = False,
+        num_masks: int = 1,
+        resample: str = "full",
+        init: str = "default",
+        condition_on_mask: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        hidden_sizes = [int(h) for h in hidden_sizes]
+        _check_args(input_dim, hidden_sizes, activation, direct_connection, num_masks, resample, init)
+        self.input_dim = input_dim
+        self.hidden_sizes = hidden_sizes
+        self.direct_connection = direct_connection
+        self.natural_ordering = natural_ordering
+        self.resample = resample
+        self.generator = torch.Generator().manual_seed(seed)
+
+        widths = [input_dim, *hidden_sizes]
+        self.hidden = nn.ModuleList(
+            MaskedLinear(w_in, w_out, condition_on_mask=condition_on_mask) for w_in, w_out in zip(widths, widths[1:])
+        )
+        self.activation = ACTIVATIONS[activation]()
+        self.input_skips = nn.ModuleList(
+            MaskedLinear(input_dim, h, bias=False) for h in (hidden_sizes[1:] if direct_connection == "full" else [])
+        )
+        self.output = MaskedLinear(hidden_sizes[-1], input_dim, condition_on_mask=condition_on_mask)
+        self.direct = MaskedLinear(input_dim, input_dim, bias=False) if direct_connection != "none" else None
+        _initialise(self, init)
+
+        first = self._draw_mask(reference=None)
+        bank = [first] + [self._draw_mask(reference=first) for _ in range(num_masks - 1)]
+        self.register_buffer("bank_orderings", torch.stack([m.ordering for m in bank]))
+        for layer, _ in enumerate(hidden_sizes):
+            self.register_buffer(f"bank_degrees_{layer}", torch.stack([m.hidden_degrees[layer] for m in bank]))
+        self.current_mask = first
+        self.set_mask(first)
+        _warn_unreachable_inputs(first)
+        # a loaded bank replaces the drawn one: start again from its mask 0
+        self.register_load_state_dict_post_hook(lambda module, _: module.set_mask(0))
+
+    @property
+    def num_masks(self) -> int:
+        """K, the number of masks in the bank."""
+        return self.bank_orderings.shape[0]
+
+    def mask(self, index: int) -> Mask:
+        """Mask ``index`` of the bank."""
+        degrees = tuple(getattr(self, f"bank_degrees_{layer}")[index] for layer in range(len(self.hidden_sizes)))
+        return Mask(self.bank_orderings[index], degrees)
+
+    def draw_mask(self, generator: torch.Generator | None = None) -> Mask:
+        """A fresh mask (outside the bank): what differs from mask 0 follows ``resample``.
+
+        Draws from the model's own generator unless ``generator`` is given (evaluation
+        uses its own, so that testing never shifts the training mask sequence).
+        """
+        return self._draw_mask(reference=self.mask(0), generator=generator)
+
+    def _draw_mask(self, reference: Mask | None, generator: torch.Generator | None = None) -> Mask:
+        generator = generator or self.generator
+        new_ordering = reference is None or self.resample in ("full", "ordering")
+        new_connectivity = reference is None or self.resample in ("full", "connectivity")
+        if self.natural_ordering:
+            ordering = torch.arange(self.input_dim)
+        elif new_ordering:
+            ordering = torch.randperm(self.input_dim, generator=generator)
+        else:
+            ordering = reference.ordering.cpu()
+        if new_connectivity:
+            degrees = sample_hidden_degrees(self.hidden_sizes, self.input_dim, generator)
+        else:
+            degrees = tuple(d.cpu() for d in reference.hidden_degrees)
+        return Mask(ordering, degrees)
+
+    @torch.no_grad()
+    def set_mask(self, mask: Mask | int) -> None:
+        """Use ``mask`` (a Mask, or an index into the bank) for the next forward passes."""
+        if isinstance(mask, int):
+            mask = self.mask(mask)
+        device = self.output.weight.device
+        mask = Mask(mask.ordering.to(device), tuple(d.to(device) for d in mask.hidden_degrees))
+        input_degrees = mask.input_degrees
+        below = input_degrees
+        for layer, degrees in zip(self.hidden, mask.hidden_degrees):
+            layer.set_mask(hidden_mask(degrees, below))
+            below = degrees
+        for skip, degrees in zip(self.input_skips, mask.hidden_degrees[1:]):
+            skip.set_mask(hidden_mask(degrees, input_degrees))
+        self.output.set_mask(output_mask(input_degrees, below))
+        if self.direct is not None:
+            self.direct.set_mask(output_mask(input_degrees, input_degrees))
+        self.current_mask = mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, D) in {0, 1} -> (N, D) logits of p(x_d = 1 | x_<d) under the current mask."""
+        h = x
+        for layer_index, layer in enumerate(self.hidden):
+            pre = layer(h)
+            if layer_index > 0 and self.input_skips:
+                pre = pre + self.input_skips[layer_index - 1](x)
+            h = self.activation(pre)
+        logits = self.output(h)
+        if self.direct is not None:
+            logits = logits + self.direct(x)
+        return logits
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """x: (N, D) in {0, 1} -> (N,) log p(x) in nats under the current mask."""
+        return log_bernoulli(self(x), x)
+
+    def get_extra_state(self) -> dict:
+        return {"generator_state": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator_state"])
+
+
+def log_bernoulli(logits: Tensor, x: Tensor) -> Tensor:
+    """(..., D) logits and {0,1} values -> (...,) sum_d log Bernoulli(x_d; sigmoid(logit_d)), in fp32 or wider."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none").sum(-1)
+
+
+def _check_args(input_dim, hidden_sizes, activation, direct_connection, num_masks, resample, init) -> None:
+    if input_dim < 1:
+        raise ValueError(f"input_dim must be >= 1, got {input_dim}")
+    if not hidden_sizes or min(hidden_sizes) < 1:
+        raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {hidden_sizes}")
+    choices = {
+        "activation": (activation, tuple(ACTIVATIONS)),
+        "direct_connection": (direct_connection, DIRECT_CONNECTIONS),
+        "resample": (resample, RESAMPLE_MODES),
+        "init": (init, INITS),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    if num_masks < 1:
+        raise ValueError(f"num_masks must be >= 1, got {num_masks}")
+
+
+def _initialise(model: MADE, init: str) -> None:
+    if init == "default":
+        return
+    fill = {"orthogonal": nn.init.orthogonal_, "xavier_uniform": nn.init.xavier_uniform_}[init]
+    for module in model.modules():
+        if isinstance(module, MaskedLinear):
+            fill(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def _warn_unreachable_inputs(mask: Mask) -> None:
+    """Warn when a narrow layer cuts some inputs off from every output (allowed, but usually a mistake)."""
+    reach = min(int(d.max()) for d in mask.hidden_degrees)
+    input_degrees = mask.input_degrees
+    cut_off = torch.nonzero((input_degrees > reach) & (input_degrees < len(input_degrees))).flatten().tolist()
+    if cut_off:
+        warnings.warn(
+            f"MADE: with these hidden degrees, inputs {cut_off} reach no output except through a direct connection "
+            "(a hidden layer is narrower than the ordering needs)",
+            stacklevel=3,
+        )
