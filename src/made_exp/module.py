@@ -1,0 +1,138 @@
+"""LightningModule around MADE: glue only (masks per step, metrics, optimiser).
+
+Metrics, all per example: ``train/nll``, ``val/nll``, ``test/nll`` in nats, and the
+same in bits per dimension (``*/bpd`` = nats / (D ln 2)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from made_exp.ensemble import Mixture
+from made_exp.made import MADE
+from made_exp.masking import MaskSchedule
+
+__all__ = ["MADEModule"]
+
+
+class MADEModule(pl.LightningModule):
+    """Trains ``model`` with the mask ``schedule``; validates on a mixture of masks; tests with ``ensemble``.
+
+    Args:
+        model: the MADE.
+        optimizer: a partial optimiser, completed with the parameters (``_partial_: true``).
+        masks: the training-time mask schedule.
+        ensemble: the test-time combination of masks (see ``made_exp.ensemble``).
+        lr_decay: per-epoch multiplicative learning-rate decay (1 = none).
+        num_samples: samples drawn after testing for the sample grid (0 = none).
+    """
+
+    def __init__(
+        self,
+        model: MADE,
+        optimizer: Callable,
+        masks: MaskSchedule,
+        ensemble,
+        lr_decay: float = 1.0,
+        num_samples: int = 64,
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.masks = masks
+        self.ensemble = ensemble
+        self.lr_decay = lr_decay
+        self.num_samples = num_samples
+        self.nats_to_bpd = 1.0 / (model.input_dim * math.log(2))
+        self.validation_ensemble = Mixture(
+            num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=4321
+        )
+        self.test_results: dict[str, float] = {}
+        self._sums: dict[str, Tensor] = {}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_decay == 1.0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        loss = self.masks.loss(self.model, batch, self.masks.training_masks(self.model, self.global_step))
+        self.log("train/nll", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    # Evaluation accumulates sums and counts and reduces them over ranks once per epoch, so
+    # a distributed run scores every example exactly once, like a single process.
+    def _accumulate(self, name: str, values: Tensor) -> None:
+        """values: (..., B) per-example NLLs; keeps their (...,) sums and the count B."""
+        total, count = self._sums.get(name, (0.0, 0.0))
+        self._sums[name] = (total + values.double().sum(-1), count + values.shape[-1])
+
+    def _reduced_means(self) -> dict[str, Tensor]:
+        means = {}
+        for name, (total, count) in self._sums.items():
+            count = torch.tensor(float(count), dtype=torch.float64, device=total.device)
+            if self.trainer.world_size > 1:
+                total, count = self.all_gather(total).sum(0), self.all_gather(count).sum(0)
+            means[name] = total / count
+        self._sums = {}
+        return means
+
+    def on_validation_epoch_start(self) -> None:
+        self.validation_ensemble.prepare(self.model)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._accumulate("nll", -self.validation_ensemble.log_prob(self.model, batch)["log_prob"])
+
+    def on_validation_epoch_end(self) -> None:
+        nll = float(self._reduced_means()["nll"])
+        self.log_dict({"val/nll": nll, "val/bpd": nll * self.nats_to_bpd}, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        valid = self.trainer.datamodule.split("valid").to(self.device)
+        prepared = self.ensemble.prepare(self.model, valid)
+        self.test_results = {f"test/ensemble/{key}": float(value) for key, value in prepared.items()}
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        outputs = self.ensemble.log_prob(self.model, batch)
+        for key, log_prob in outputs.items():
+            name = "single_mask" if key == "mask_log_probs" else self._metric_name(key)
+            self._accumulate(name, -log_prob)
+
+    def _metric_name(self, key: str) -> str:
+        """Ensemble output -> metric: an unnormalised score never appears as plain ``nll``."""
+        if key == "log_prob":
+            return "nll" if self.ensemble.normalised else "unnormalised_nll"
+        return key.replace("log_prob", "nll")
+
+    def on_test_epoch_end(self) -> None:
+        means = self._reduced_means()
+        single = means.pop("single_mask", None)  # (K,) test NLL of each mask on its own
+        metrics = {f"test/{key}": float(value) for key, value in means.items()}
+        for key in list(metrics):
+            metrics[key.replace("nll", "bpd")] = metrics[key] * self.nats_to_bpd
+        if single is not None:
+            metrics["test/single_mask_nll_mean"] = float(single.mean())
+            metrics["test/single_mask_nll_std"] = float(single.std()) if len(single) > 1 else 0.0
+            metrics["test/single_mask_nll_best"] = float(single.min())
+        self.test_results.update(metrics)
+        self.log_dict(self.test_results)
+
+    def sample_grid(self, path: Path) -> Path | None:
+        """Draw ``num_samples`` from the mixture of the test masks and save them as a PNG grid."""
+        from made_exp.sample import save_sample_grid
+        from made_exp.sampling import sample_mixture
+
+        if self.num_samples == 0:
+            return None
+        generator = torch.Generator().manual_seed(0)
+        masks = getattr(self.ensemble, "masks", None) or [self.model.mask(0)]
+        samples = sample_mixture(self.model, masks, self.num_samples, generator)
+        return save_sample_grid(samples, path)
