@@ -7,18 +7,21 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from made_exp.config import register_configs, validate_config
+from made_exp.config import ConfigError, register_configs, validate_config
+from made_exp.data import DataError
 from made_exp.results import run_metadata, write_json_atomic
 
 __all__ = ["train", "main"]
@@ -42,6 +45,7 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # read and validate the data before anything is written
     model = instantiate(cfg.model, input_dim=datamodule.input_dim)
     module = instantiate(
         cfg.module,
@@ -101,10 +105,27 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+USER_ERRORS = (ConfigError, DataError)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)["metrics"]
+    try:
+        metrics = train(cfg)["metrics"]
+    except USER_ERRORS as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a sweep records the failed job and goes on; HYDRA_FULL_ERROR shows the traceback
+        _remove_if_unused(Path(cfg.paths.output_dir))
+        print(f"made-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
     return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete a run dir that holds only what Hydra wrote before the run failed on bad input."""
+    hydra_only = {".hydra", "train.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
+        shutil.rmtree(run_dir)
 
 
 def main() -> None:
