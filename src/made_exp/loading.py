@@ -19,7 +19,9 @@ def find_checkpoint(run_dir: Path) -> Path:
         path = run_dir / "checkpoints" / name
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt (is this a made-train run dir?)")
+    raise FileNotFoundError(
+        f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt (is this a made-train run dir?)"
+    )
 
 
 def load_run(run_dir: str | Path, ensemble: DictConfig | None = None) -> tuple[DictConfig, object, MADEModule]:

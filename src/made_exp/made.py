@@ -142,7 +142,8 @@ class MADE(nn.Module):
 
         widths = [input_dim, *hidden_sizes]
         self.hidden = nn.ModuleList(
-            MaskedLinear(w_in, w_out, condition_on_mask=condition_on_mask) for w_in, w_out in zip(widths, widths[1:])
+            MaskedLinear(w_in, w_out, condition_on_mask=condition_on_mask)
+            for w_in, w_out in zip(widths, widths[1:], strict=False)
         )
         self.activation = ACTIVATIONS[activation]()
         self.input_skips = nn.ModuleList(
@@ -206,10 +207,10 @@ class MADE(nn.Module):
         mask = Mask(mask.ordering.to(device), tuple(d.to(device) for d in mask.hidden_degrees))
         input_degrees = mask.input_degrees
         below = input_degrees
-        for layer, degrees in zip(self.hidden, mask.hidden_degrees):
+        for layer, degrees in zip(self.hidden, mask.hidden_degrees, strict=True):
             layer.set_mask(hidden_mask(degrees, below))
             below = degrees
-        for skip, degrees in zip(self.input_skips, mask.hidden_degrees[1:]):
+        for skip, degrees in zip(self.input_skips, mask.hidden_degrees[1:], strict=True):
             skip.set_mask(hidden_mask(degrees, input_degrees))
         self.output.set_mask(output_mask(input_degrees, below))
         if self.direct is not None:

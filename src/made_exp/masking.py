@@ -34,7 +34,9 @@ class MaskSchedule:
             the same fixed fresh masks every epoch for ``fresh``).
     """
 
-    def __init__(self, schedule: str = "cycle", objective: str = "nll", samples_per_step: int = 1, val_num_masks: int = 1):
+    def __init__(
+        self, schedule: str = "cycle", objective: str = "nll", samples_per_step: int = 1, val_num_masks: int = 1
+    ):
         if schedule not in SCHEDULES:
             raise ValueError(f"masks.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
         if objective not in OBJECTIVES:

@@ -108,8 +108,8 @@ class MADEModule(pl.LightningModule):
 
     def _metric_name(self, key: str) -> str:
         """Ensemble output -> metric: an unnormalised score never appears as plain ``nll``."""
-        if key == "log_prob":
-            return "nll" if self.ensemble.normalised else "unnormalised_nll"
+        if key == "log_prob" and not self.ensemble.normalised:
+            raise ValueError(f"ensemble {self.ensemble.name!r} is unnormalised but returned a 'log_prob'")
         return key.replace("log_prob", "nll")
 
     def on_test_epoch_end(self) -> None:

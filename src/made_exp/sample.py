@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="made-sample", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="a made-train run directory")
     parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--num-masks", type=int, default=None, help="mixture components (default: the run's test ensemble)")
+    parser.add_argument(
+        "--num-masks", type=int, default=None, help="mixture components (default: the run's test ensemble)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")
     args = parser.parse_args(argv)
