@@ -296,14 +296,27 @@ def test_binarize_draws_independent_bits_per_rank() -> None:
 # ---- DataModules --------------------------------------------------------------------------------
 
 
+def train_minibatches(dm) -> list[torch.Tensor]:
+    """One epoch's training minibatches, ungrouped."""
+    return [batch for group in dm.train_dataloader() for batch in group]
+
+
+def test_grouped_minibatches_are_the_same_minibatches() -> None:
+    one, grouped = SyntheticDataModule(seed=2), SyntheticDataModule(seed=2, minibatches_per_step=3)
+    groups = list(grouped.train_dataloader())
+    assert len(groups) == len(grouped.train_dataloader()) == 17 and [len(g) for g in groups[-2:]] == [3, 2]
+    flattened = [batch for group in groups for batch in group]
+    assert all(torch.equal(a, b) for a, b in zip(train_minibatches(one), flattened, strict=True))
+
+
 def test_state_dict_round_trip_reproduces_order() -> None:
     dm = SyntheticDataModule(seed=4)
-    first = [b.clone() for b in dm.train_dataloader()]
+    first = [b.clone() for b in train_minibatches(dm)]
     state = dm.state_dict()
-    second = list(dm.train_dataloader())
+    second = train_minibatches(dm)
     resumed = SyntheticDataModule(seed=4)
     resumed.load_state_dict(state)
-    again = list(resumed.train_dataloader())
+    again = train_minibatches(resumed)
     assert len(again) == len(second) == 50
     assert all(torch.equal(a, b) for a, b in zip(again, second, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
@@ -313,7 +326,7 @@ def test_datamodule_shards_by_trainer_rank() -> None:
     dm = SyntheticDataModule(num_valid=1001, eval_batch_size=100)
     dm.trainer = SimpleNamespace(global_rank=1, world_size=2)
     assert torch.equal(torch.cat(list(dm.val_dataloader())), dm.split("valid")[500:])
-    assert sum(len(b) for b in dm.train_dataloader()) == 2500
+    assert sum(len(b) for b in train_minibatches(dm)) == 2500
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -334,10 +347,10 @@ def test_mnist_dynamic_binarization(tmp_path: Path) -> None:
     dm.setup()
     assert [tuple(dm.split(s).shape) for s in ("train", "valid", "test")] == [(20, 784), (10, 784), (12, 784)]
     assert dm.split("train").max() <= 1 and not ((dm.split("train") == 0) | (dm.split("train") == 1)).all()
-    batches = list(dm.train_dataloader())
+    batches = train_minibatches(dm)
     assert [len(b) for b in batches] == [8, 8, 4]
     assert all(((b == 0) | (b == 1)).all() for b in batches)
-    assert not torch.equal(torch.cat(batches), torch.cat(list(dm.train_dataloader())))
+    assert not torch.equal(torch.cat(batches), torch.cat(train_minibatches(dm)))
     other_seed = MNISTDataModule(root=tmp_path, seed=9, num_valid=10)
     assert torch.equal(other_seed.split("test"), dm.split("test"))
     assert ((dm.split("valid") == 0) | (dm.split("valid") == 1)).all()

@@ -293,6 +293,27 @@ class TensorBatches:
         return (noise < batch).to(batch.dtype)
 
 
+class GroupedBatches:
+    """Groups of ``size`` consecutive batches, as lists: the module takes one optimiser step per
+    batch, so grouping changes only how often Lightning's per-step machinery runs, not the minibatches."""
+
+    def __init__(self, batches: TensorBatches, size: int) -> None:
+        self.batches, self.size = batches, size
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.size)
+
+    def __iter__(self) -> Iterator[list[Tensor]]:
+        group = []
+        for batch in self.batches:
+            group.append(batch)
+            if len(group) == self.size:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
 class BinarizedDataModule(pl.LightningDataModule):
     """Resident (N, D) train/valid/test tensors served as ``TensorBatches``; subclasses implement ``_load``.
 
@@ -302,10 +323,15 @@ class BinarizedDataModule(pl.LightningDataModule):
 
     dynamic_binarization = False
 
-    def __init__(self, input_dim: int, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(
+        self, input_dim: int, batch_size: int, eval_batch_size: int, seed: int, minibatches_per_step: int = 1
+    ) -> None:
         super().__init__()
+        if minibatches_per_step < 1:
+            raise ValueError(f"minibatches_per_step should be positive, got {minibatches_per_step}")
         self._input_dim = input_dim
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.minibatches_per_step = minibatches_per_step
         self.generator = torch.Generator().manual_seed(seed)
         self.splits: dict[str, Tensor] | None = None
 
@@ -341,8 +367,9 @@ class BinarizedDataModule(pl.LightningDataModule):
             binarize=shuffle and self.dynamic_binarization,
         )
 
-    def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+    def train_dataloader(self) -> GroupedBatches:
+        """Lists of ``minibatches_per_step`` consecutive (B, D) minibatches of one epoch's permutation."""
+        return GroupedBatches(self._batches("train", self.batch_size, shuffle=True), self.minibatches_per_step)
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("valid", self.eval_batch_size, shuffle=False)
@@ -369,9 +396,10 @@ class NPZDataModule(BinarizedDataModule):
         seed: int = 0,
         download: bool = True,
         url: str | None = None,
+        minibatches_per_step: int = 1,
     ) -> None:
         info = dataset_info(name)
-        super().__init__(info.input_dim, batch_size, eval_batch_size, seed)
+        super().__init__(info.input_dim, batch_size, eval_batch_size, seed, minibatches_per_step)
         self.info, self.data_dir, self.download, self.url = info, data_dir, download, url
 
     def _load(self) -> dict[str, Tensor]:
@@ -395,8 +423,9 @@ class MNISTDataModule(BinarizedDataModule):
         seed: int = 0,
         num_valid: int = 10000,
         download: bool = False,
+        minibatches_per_step: int = 1,
     ) -> None:
-        super().__init__(784, batch_size, eval_batch_size, seed)
+        super().__init__(784, batch_size, eval_batch_size, seed, minibatches_per_step)
         if root is None:
             root = Path(os.environ.get("MADE_DATA_DIR") or cache_dir()) / "mnist"
         self.root, self.num_valid, self.download = Path(root), num_valid, download
@@ -438,10 +467,11 @@ class SyntheticDataModule(BinarizedDataModule):
         seed: int = 0,
         batch_size: int = 100,
         eval_batch_size: int = 2000,
+        minibatches_per_step: int = 1,
     ) -> None:
         if not 1 <= input_dim <= _MAX_ENUMERABLE_DIM:
             raise ValueError(f"input_dim should be in [1, {_MAX_ENUMERABLE_DIM}] to enumerate states, got {input_dim}")
-        super().__init__(input_dim, batch_size, eval_batch_size, seed)
+        super().__init__(input_dim, batch_size, eval_batch_size, seed, minibatches_per_step)
         generator = torch.Generator().manual_seed(seed)
         self.log_weights = torch.log_softmax(torch.randn(num_components, generator=generator, dtype=torch.float64), 0)
         # Scaled logits push many means towards 0 or 1, giving the data structure beyond its marginals.

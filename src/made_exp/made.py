@@ -90,7 +90,9 @@ class MaskedLinear(nn.Linear):
         self.mask_weight = nn.Parameter(torch.zeros(out_features, in_features)) if condition_on_mask else None
 
     def set_mask(self, mask: Tensor) -> None:
-        self.mask.copy_(mask)
+        # a new tensor, not an in-place copy: a graph built under the old mask (e.g. the mixture
+        # objective over several masks per minibatch) still needs it for its backward pass
+        self.mask = mask.to(self.mask.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.linear(x, self.weight * self.mask, self.bias)
@@ -210,7 +212,7 @@ class MADE(nn.Module):
         for layer, degrees in zip(self.hidden, mask.hidden_degrees, strict=True):
             layer.set_mask(hidden_mask(degrees, below))
             below = degrees
-        for skip, degrees in zip(self.input_skips, mask.hidden_degrees[1:], strict=True):
+        for skip, degrees in zip(self.input_skips, mask.hidden_degrees[1:], strict=False):  # empty unless "full"
             skip.set_mask(hidden_mask(degrees, input_degrees))
         self.output.set_mask(output_mask(input_degrees, below))
         if self.direct is not None:

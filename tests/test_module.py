@@ -1,0 +1,70 @@
+"""The LightningModule: grouped minibatches give the same training, metrics reduce correctly."""
+
+import math
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from made_exp.data import SyntheticDataModule
+from made_exp.ensemble import LogitAverage, Mixture
+from made_exp.made import MADE
+from made_exp.masking import MaskSchedule
+from made_exp.module import MADEModule
+
+
+def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9, **masks):
+    pl.seed_everything(0, verbose=False)
+    datamodule = SyntheticDataModule(input_dim=8, num_train=330, num_valid=100, num_test=100, batch_size=32,
+                                     minibatches_per_step=minibatches_per_step)
+    model = MADE(8, [24], num_masks=3, seed=0)
+    module = MADEModule(model, partial(torch.optim.Adam, lr=1e-2), MaskSchedule(schedule, val_num_masks=3, **masks),
+                        Mixture(), lr_decay=lr_decay, num_samples=0)
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=True)
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module, datamodule
+
+
+@pytest.mark.parametrize("schedule", ["cycle", "fresh"])
+def test_grouped_minibatches_train_exactly_like_single_ones(schedule):
+    _, one, _ = fit(1, schedule)
+    trainer, grouped, _ = fit(4, schedule)
+    assert trainer.global_step == 2 * math.ceil(330 / 32)  # one optimiser step per minibatch
+    for (name, a), (_, b) in zip(one.state_dict().items(), grouped.state_dict().items(), strict=True):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), name
+
+
+def test_learning_rate_decays_per_epoch():
+    trainer, _, _ = fit(2, epochs=3, lr_decay=0.5)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)
+
+
+def test_mixture_objective_trains():
+    trainer, module, _ = fit(1, objective="mixture", samples_per_step=3)
+    assert math.isfinite(float(trainer.callback_metrics["train/nll"]))
+
+
+def test_test_metrics_include_the_spread_and_bits_per_dim():
+    trainer, module, datamodule = fit(1, "cycle", epochs=1)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = module.test_results
+    assert metrics["test/bpd"] == pytest.approx(metrics["test/nll"] / (8 * math.log(2)))
+    assert metrics["test/nll"] <= metrics["test/single_mask_nll_mean"] + 1e-9  # Jensen
+    assert metrics["test/single_mask_nll_best"] <= metrics["test/single_mask_nll_mean"]
+    module.ensemble = LogitAverage()
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    assert "test/nll" not in module.test_results and "test/unnormalised_nll" in module.test_results
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    datamodule = SyntheticDataModule(input_dim=8, num_train=64, num_valid=32, num_test=32, batch_size=32)
+    model = MADE(8, [8])
+    with torch.no_grad():
+        model.output.bias.fill_(float("nan"))
+    module = MADEModule(model, partial(torch.optim.SGD, lr=0.1), MaskSchedule(), Mixture(), num_samples=0)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        trainer.fit(module, datamodule=datamodule)
