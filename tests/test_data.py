@@ -412,7 +412,8 @@ class RecordingModule(pl.LightningModule):
         self.logits = torch.nn.Parameter(torch.zeros(10))
         self.seen: list[tuple[int, torch.Tensor]] = []
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, minibatches: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (batch,) = minibatches
         self.seen.append((self.current_epoch, batch[0].clone()))
         return torch.nn.functional.binary_cross_entropy_with_logits(self.logits.expand_as(batch), batch)
 
