@@ -1,0 +1,404 @@
+"""``made-report``: our test NLLs next to the paper's, from the ``results.json`` of made-train runs.
+
+Usage:
+    made-report logs/train/multiruns/<date> [more run or multirun dirs] [--out DIR]
+
+Runs are grouped by dataset and configuration (every config key except seeds and paths), so
+the seeds of one configuration make one row: mean ± sample std of ``test/nll``. Writes
+``report.md``, ``report.csv`` and, where their data exist, ``nll_vs_masks.png``,
+``samples_binarized_mnist.png`` and ``per_mask_nll.png`` into ``--out`` (default: the first
+dir). Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one per mask) in
+``results.json`` or ``eval_*.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from made_exp.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
+
+__all__ = ["Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main"]
+
+# Keys that differ between runs of one configuration without changing what is measured.
+IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name"}
+IGNORED_LEAVES = {"seed", "dirpath", "default_root_dir", "save_dir", "data_dir"}
+# Keys the masks group sets together; the configuration label already names them.
+MASK_KEYS = {"masks.schedule", "masks.val_num_masks", "model.num_masks", "ensemble.num_masks",
+             "ensemble.mask_source", "model.hidden_sizes"}
+CSV_FIELDS = ["dataset", "configuration", "paper_column", "n_seeds", "seeds", "test_nll_mean", "test_nll_std",
+              "paper_nll", "diff", "diff_pct", "wall_time_s_mean", "paper_source", "run_dirs"]
+
+
+class ReportError(ValueError):
+    """Input that cannot be reported on; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One made-train run: its dataset, its config without seeds and paths, and what it measured."""
+
+    run_dir: Path
+    dataset: str
+    config: tuple[tuple[str, object], ...]
+    seed: int | None
+    test_nll: float
+    wall_time_s: float | None
+    per_mask_nll: tuple[float, ...]
+
+    def get(self, key: str, default=None):
+        return dict(self.config).get(key, default)
+
+    @property
+    def num_masks(self) -> int:
+        """Masks in the test mixture: the fresh-mask count, or else the bank size K."""
+        return int(self.get("ensemble.num_masks") or self.get("model.num_masks", 1))
+
+    @property
+    def mask_sampling(self) -> bool:
+        return self.get("masks.schedule") == "fresh"
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return list(self.get("model.hidden_sizes", ()))
+
+    def masks_label(self) -> str:
+        if self.mask_sampling:
+            return f"mask sampling ({self.num_masks} test masks)"
+        bank = int(self.get("model.num_masks", 1))
+        return ONE_MASK if bank == 1 else f"{bank} masks"
+
+    def paper_column(self) -> str | None:
+        """The paper's column this run compares with: Table 4's two columns, Table 6's rows."""
+        if self.dataset == "binarized_mnist":
+            return None if self.mask_sampling else mnist_column(len(self.hidden_sizes), self.num_masks)
+        return MASK_SAMPLING if self.mask_sampling or self.num_masks > 1 else ONE_MASK
+
+
+@dataclass
+class Group:
+    """The runs of one dataset and configuration, differing only in seed."""
+
+    dataset: str
+    label: str
+    runs: list[Run]
+
+
+def _flatten(node, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(node, list):
+        node = tuple(node) if all(isinstance(v, (int, float, str, bool)) for v in node) else json.dumps(node)
+    return {prefix[:-1]: node}
+
+
+def _configuration(config: dict) -> tuple[tuple[str, object], ...]:
+    kept = {key: value for key, value in config.items() if key not in IGNORED_TOP_LEVEL}
+    flat = _flatten(kept)
+    return tuple(sorted((k, v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in IGNORED_LEAVES))
+
+
+def _dataset_name(data: dict) -> str:
+    if data.get("name"):
+        return str(data["name"])
+    return str(data.get("_target_", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ReportError(f"cannot read {path}: {error}") from error
+
+
+def _per_mask_nll(run_dir: Path, results: dict) -> tuple[float, ...]:
+    for payload in [results, *(_read_json(p) for p in sorted(run_dir.glob("eval_*.json")))]:
+        if payload.get("per_mask_nll"):
+            return tuple(float(v) for v in payload["per_mask_nll"])
+    return ()
+
+
+def load_run(path: Path) -> Run | None:
+    """The run whose ``results.json`` is ``path``; None if it has no ``test/nll`` to report."""
+    results = _read_json(path)
+    if not isinstance(results.get("config"), dict) or not isinstance(results.get("metrics"), dict):
+        raise ReportError(f"{path} has no 'config' and 'metrics': not a made-train results.json")
+    config, metrics = results["config"], results["metrics"]
+    if "test/nll" not in metrics:
+        return None
+    return Run(
+        run_dir=path.parent,
+        dataset=_dataset_name(config.get("data", {})),
+        config=_configuration(config),
+        seed=config.get("seed"),
+        test_nll=float(metrics["test/nll"]),
+        wall_time_s=results.get("wall_time_s"),
+        per_mask_nll=_per_mask_nll(path.parent, results),
+    )
+
+
+def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
+    """Every run under ``dirs`` with a ``test/nll``, and the results files that have none."""
+    runs, without_nll = [], []
+    for directory in dirs:
+        paths = sorted(Path(directory).rglob("results.json")) if Path(directory).is_dir() else []
+        if not paths:
+            raise ReportError(f"no results.json under {directory}")
+        for path in paths:
+            run = load_run(path)
+            if run is None:
+                without_nll.append(path)
+            else:
+                runs.append(run)
+    return runs, without_nll
+
+
+def unfinished_runs(dirs: list[Path]) -> list[Path]:
+    """Hydra job dirs (they hold ``.hydra/``) without a ``results.json``: failed or still running."""
+    return sorted(p.parent for d in dirs for p in Path(d).rglob(".hydra") if not (p.parent / "results.json").exists())
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs grouped by dataset and configuration, labelled by masks, hidden sizes and what else varies."""
+    by_config: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_config[(run.dataset, run.config)].append(run)
+    varying: dict[str, set[str]] = defaultdict(set)
+    for dataset in {dataset for dataset, _ in by_config}:
+        configs = [dict(config) for d, config in by_config if d == dataset]
+        keys = set().union(*configs) - MASK_KEYS
+        varying[dataset] = {k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1}
+    groups = []
+    for (dataset, config), members in by_config.items():
+        first, values = members[0], dict(config)
+        extras = [f"{key}={values[key]}" for key in sorted(varying[dataset]) if values.get(key) is not None]
+        label = ", ".join([first.masks_label(), f"hidden {first.hidden_sizes}", *extras])
+        groups.append(Group(dataset, label, sorted(members, key=lambda r: (r.seed is None, r.seed, str(r.run_dir)))))
+    return sorted(groups, key=lambda g: (g.dataset, g.runs[0].mask_sampling, g.runs[0].num_masks, g.label))
+
+
+def summarise(group: Group) -> dict:
+    """One report row: our mean ± sample std over seeds, the paper's value and the difference."""
+    nlls = [run.test_nll for run in group.runs]
+    mean = statistics.fmean(nlls)
+    column = group.runs[0].paper_column()
+    paper = paper_value(group.dataset, column) if column else None
+    walls = [run.wall_time_s for run in group.runs if run.wall_time_s is not None]
+    return {
+        "dataset": group.dataset,
+        "configuration": group.label,
+        "paper_column": column or "",
+        "n_seeds": len(nlls),
+        "seeds": " ".join(str(run.seed) for run in group.runs),
+        "test_nll_mean": mean,
+        "test_nll_std": statistics.stdev(nlls) if len(nlls) > 1 else None,
+        "paper_nll": paper,
+        "diff": None if paper is None else mean - paper,
+        "diff_pct": None if paper is None else 100 * (mean - paper) / paper,
+        "wall_time_s_mean": statistics.fmean(walls) if walls else None,
+        "paper_source": SOURCES.get(group.dataset, "") if paper is not None else "",
+        "run_dirs": " ".join(str(run.run_dir) for run in group.runs),
+    }
+
+
+def _number(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = ("| dataset | configuration | paper column | seeds | test NLL (ours) | paper | ours − paper | "
+              "ours − paper (%) | wall time (s) |")
+    lines = [header, "|" + "---|" * 3 + "---:|" * 6]
+    for row in rows:
+        ours = _number(row["test_nll_mean"])
+        if row["test_nll_std"] is not None:
+            ours += f" ± {_number(row['test_nll_std'])}"
+        lines.append(
+            f"| {row['dataset']} | {row['configuration']} | {row['paper_column'] or '—'} | {row['n_seeds']} | "
+            f"{ours} | {_number(row['paper_nll'])} | {_number(row['diff'], signed=True)} | "
+            f"{_number(row['diff_pct'], 1, signed=True)} | {_number(row['wall_time_s_mean'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Call ``write(temporary_path)``, then rename the temporary file onto ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _save_figure(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    _replace_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    plt.close(figure)
+
+
+def _subplots(count: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, count, figsize=(5 * count, 4), squeeze=False)
+    return figure, axes[0]
+
+
+def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
+    """Test NLL (mean ± std over seeds) against the number of test masks, where a sweep varies it."""
+    lines: dict[str, dict[tuple, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(dict))
+    for group in groups:
+        first = group.runs[0]
+        rest = tuple((k, v) for k, v in first.config if k not in MASK_KEYS - {"model.hidden_sizes"})
+        line = ("mask sampling" if first.mask_sampling else "fixed bank", rest)
+        lines[group.dataset][line][first.num_masks] = [run.test_nll for run in group.runs]
+    swept = {dataset: {line: points for line, points in by_line.items() if len(points) > 1}
+             for dataset, by_line in lines.items()}
+    swept = {dataset: by_line for dataset, by_line in swept.items() if by_line}
+    if not swept:
+        return False
+    from matplotlib.ticker import ScalarFormatter
+
+    figure, axes = _subplots(len(swept))
+    for ax, (dataset, by_line) in zip(axes, sorted(swept.items()), strict=True):
+        labels = [f"{kind}, hidden {list(dict(rest).get('model.hidden_sizes', ()))}" for kind, rest in by_line]
+        for label, points in zip(labels, by_line.values(), strict=True):
+            xs = sorted(points)
+            means = [statistics.fmean(points[x]) for x in xs]
+            stds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set(title=dataset, xlabel="masks in the test mixture", ylabel="test NLL (nats)")
+        if len(set(labels)) == len(labels):  # lines that differ in more than the label says get none
+            ax.legend()
+    _save_figure(figure, path)
+    return True
+
+
+def plot_per_mask_histogram(groups: list[Group], path: Path) -> bool:
+    """Histogram of each mask's own test NLL, per dataset, where runs recorded ``per_mask_nll``."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    for group in groups:
+        per_mask = [v for run in group.runs for v in run.per_mask_nll]
+        if per_mask:
+            values[group.dataset][group.label] = per_mask
+    if not values:
+        return False
+    figure, axes = _subplots(len(values))
+    for ax, (dataset, by_label) in zip(axes, sorted(values.items()), strict=True):
+        for label, nlls in sorted(by_label.items()):
+            ax.hist(nlls, bins=30, alpha=0.6, label=label)
+        ax.set(title=dataset, xlabel="test NLL of one mask (nats)", ylabel="masks")
+        ax.legend(fontsize="small")
+    _save_figure(figure, path)
+    return True
+
+
+def copy_mnist_samples(groups: list[Group], path: Path) -> Path | None:
+    """Copy ``samples.png`` of the best binarized-MNIST run that has one; returns its run dir."""
+    candidates = [run for group in groups if group.dataset == "binarized_mnist" for run in group.runs
+                  if (run.run_dir / "samples.png").is_file()]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda run: run.test_nll)
+    _replace_atomically(path, lambda temporary: shutil.copyfile(best.run_dir / "samples.png", temporary))
+    return best.run_dir
+
+
+def report(dirs: list[Path], out: Path) -> str:
+    """Write report.md, report.csv and the figures into ``out``; returns the Markdown table."""
+    runs, without_nll = load_runs(dirs)
+    if not runs:
+        raise ReportError(f"no results.json with a test/nll under {', '.join(map(str, dirs))}")
+    groups = group_runs(runs)
+    rows = [summarise(group) for group in groups]
+    table = markdown_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+
+    figures = []
+    if plot_nll_vs_masks(groups, out / "nll_vs_masks.png"):
+        figures.append("![test NLL against the number of masks](nll_vs_masks.png)")
+    else:
+        figures.append("NLL against the number of masks: skipped, no sweep varies the number of masks.")
+    sample_run = copy_mnist_samples(groups, out / "samples_binarized_mnist.png")
+    if sample_run is not None:
+        figures.append(f"![binarized MNIST samples from {sample_run}](samples_binarized_mnist.png)")
+    else:
+        figures.append("binarized MNIST samples: skipped, no binarized_mnist run dir has samples.png.")
+    if plot_per_mask_histogram(groups, out / "per_mask_nll.png"):
+        figures.append("![test NLL of each mask on its own](per_mask_nll.png)")
+    else:
+        figures.append("per-mask NLL histogram: skipped, no results.json or eval_*.json has a per_mask_nll list.")
+
+    notes = [f"{path}: no test/nll (an unnormalised ensemble?), left out" for path in without_nll]
+    for group in groups:
+        seeds = [run.seed for run in group.runs]
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1}, key=str)
+        if repeated:
+            notes.append(f"{group.dataset}, {group.label}: seed {', '.join(map(str, repeated))} ran more than once; "
+                         "every run is averaged")
+    notes += [f"{path}: no results.json (failed or unfinished), left out" for path in unfinished_runs(dirs)]
+    markdown = "\n\n".join([
+        "# MADE: our test NLL against the paper",
+        f"Runs: {len(runs)} from {', '.join(map(str, dirs))}. Test NLL in nats per example (lower is better), "
+        "mean ± sample standard deviation over seeds. Paper: Germain et al. 2015, Table 4 (UCI) and Table 6 "
+        "(binarized MNIST); the UCI \"mask sampling\" column also stands for runs with a bank of several masks. "
+        "\"—\": the paper reports no figure for that configuration.",
+        table,
+        "## Figures",
+        "\n\n".join(figures),
+        *(["## Notes", "\n".join(f"- {note}" for note in notes)] if notes else []),
+    ]) + "\n"
+    _replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
+    _replace_atomically(out / "report.csv", lambda temporary: temporary.write_text(_csv_text(rows)))
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="made-report", description=__doc__.split("\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="made-train run or multirun dirs (searched recursively)")
+    parser.add_argument("--out", type=Path, help="where to write report.md, report.csv, figures (default: first dir)")
+    args = parser.parse_args(argv)
+    out = args.out or args.dirs[0]
+    try:
+        table = report(args.dirs, out)
+    except ReportError as error:
+        print(f"made-report: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(table)
+    print(f"\nwrote {out / 'report.md'} and {out / 'report.csv'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Every experiment file composes, and the paper configs carry the original release's settings."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from made_exp.config import register_configs, validate_config
+from made_exp.paper import PAPER_MNIST, PAPER_UCI
+from made_exp.train import CONFIG_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides: list[str]):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = compose_train([f"experiment={experiment}"])
+    validate_config(cfg)
+    OmegaConf.to_container(cfg.model, resolve=True)
+
+
+@pytest.mark.parametrize("dataset", [*PAPER_UCI, "binarized_mnist"])
+def test_each_paper_dataset_has_an_experiment_on_its_data(dataset):
+    assert compose_train([f"experiment=paper_{dataset}"]).data.name == dataset
+
+
+def test_dna_has_the_published_settings():
+    cfg = compose_train(["experiment=paper_dna"])
+    assert cfg.optimizer._target_ == "torch.optim.Adadelta"
+    assert (cfg.optimizer.rho, cfg.optimizer.eps) == (0.95, 1e-5)
+    assert list(cfg.model.hidden_sizes) == [500] and cfg.model.activation == "relu"
+    assert cfg.model.direct_connection == "output" and cfg.model.init == "orthogonal"
+    assert cfg.masks.schedule == "fresh" and cfg.masks.val_num_masks == 300
+    assert (cfg.ensemble.mask_source, cfg.ensemble.num_masks) == ("fresh", 1000)
+    assert cfg.callbacks.early_stopping.patience == 30 and cfg.data.batch_size == 100
+
+
+def test_adult_has_the_published_settings():
+    cfg = compose_train(["experiment=paper_adult"])
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.01 and cfg.optimizer.momentum == 0
+    assert list(cfg.model.hidden_sizes) == [500] and cfg.model.activation == "tanh"
+    assert cfg.model.direct_connection == "output" and cfg.model.init == "orthogonal"
+    assert cfg.model.num_masks == 1 and cfg.masks.schedule == "cycle"
+    assert cfg.callbacks.early_stopping.patience == 30
+
+
+def test_mnist_has_the_published_settings_and_the_cpu_variant_only_shrinks_it():
+    paper = compose_train(["experiment=paper_binarized_mnist"])
+    assert paper.optimizer._target_ == "torch.optim.Adagrad" and paper.optimizer.lr == 0.01
+    assert list(paper.model.hidden_sizes) == [8000, 8000] and paper.model.num_masks == 32
+    assert paper.masks.schedule == "cycle" and paper.masks.val_num_masks == 32
+    assert paper.model.direct_connection == "output" and paper.model.init == "orthogonal"
+    cpu = compose_train(["experiment=paper_binarized_mnist_cpu"])
+    assert list(cpu.model.hidden_sizes) == [500]
+    cpu.model.hidden_sizes = paper.model.hidden_sizes
+    assert OmegaConf.to_container(cpu.model) == OmegaConf.to_container(paper.model)
+    assert "2 hidden layers, 32 masks" in PAPER_MNIST
+
+
+def test_command_line_masks_choice_selects_the_other_paper_column():
+    one_mask = compose_train(["experiment=paper_dna", "masks=single"])
+    assert one_mask.masks.schedule == "cycle" and one_mask.model.num_masks == 1
+    assert one_mask.optimizer._target_ == "torch.optim.Adadelta"
+    assert compose_train(["experiment=paper_adult", "masks=fresh"]).masks.schedule == "fresh"
+
+
+@pytest.mark.parametrize("experiment,jobs", [("grid_uci", 2 * 4 * 2), ("grid_num_masks", 6 * 3)])
+def test_grid_sweeps_parse_to_the_documented_number_of_jobs(experiment, jobs):
+    params = compose_train([f"experiment={experiment}", "data=dna"]).hydra.sweeper.params
+    overrides = OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
+    count = 1
+    for override in overrides:
+        count *= len(list(override.sweep_string_iterator()))
+    assert count == jobs
+    for override in overrides:  # every swept value composes
+        for value in override.sweep_string_iterator():
+            validate_config(compose_train([f"experiment={experiment}", f"{override.get_key_element()}={value}"]))

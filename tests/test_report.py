@@ -1,0 +1,128 @@
+"""made-report on a fake multirun: grouping by configuration, mean ± std over seeds, paper values, files."""
+
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from made_exp.paper import MASK_SAMPLING, ONE_MASK, PAPER_MNIST, PAPER_UCI, mnist_column, paper_value
+from made_exp.report import main
+
+DNA_ONE_MASK = [84.0, 85.0, 86.5]
+DNA_FRESH = [80.0, 80.5, 81.5]
+
+
+def fake_config(dataset: str, seed: int, schedule: str, bank: int, test_masks: int | None, hidden=(500,)) -> dict:
+    run_dir = f"/logs/train/multiruns/x/{seed}"
+    return {
+        "seed": seed,
+        "data": {"_target_": "made_exp.data.NPZDataModule", "name": dataset, "batch_size": 100, "seed": seed},
+        "model": {"hidden_sizes": list(hidden), "num_masks": bank, "seed": seed, "direct_connection": "output"},
+        "masks": {"schedule": schedule, "val_num_masks": 300 if schedule == "fresh" else bank},
+        "ensemble": {"num_masks": test_masks, "mask_source": "fresh" if schedule == "fresh" else "bank"},
+        "optimizer": {"_target_": "torch.optim.Adadelta", "rho": 0.95},
+        "paths": {"output_dir": run_dir, "log_dir": "/logs"},
+        "trainer": {"default_root_dir": run_dir, "max_epochs": 1000},
+        "logger": {"csv": {"save_dir": run_dir}},
+    }
+
+
+def write_run(run_dir: Path, config: dict, nll: float, wall: float = 10.0, **extra) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    metrics = {"test/nll": nll, "test/bpd": nll / 124.0, "val/best_nll": nll - 1}
+    payload = {"metrics": metrics, "config": config, "git_commit": "abc", "wall_time_s": wall, "epochs": 3, **extra}
+    (run_dir / "results.json").write_text(json.dumps(payload))
+
+
+@pytest.fixture
+def multirun(tmp_path: Path) -> Path:
+    """Three seeds of dna with one mask and three with mask sampling, plus one failed job."""
+    root = tmp_path / "multirun"
+    for seed, nll in enumerate(DNA_ONE_MASK):
+        write_run(root / f"{seed}_masks=single,seed={seed}", fake_config("dna", seed, "cycle", 1, None), nll, 10.0)
+    for seed, nll in enumerate(DNA_FRESH):
+        write_run(root / f"{3 + seed}_masks=fresh,seed={seed}", fake_config("dna", seed, "fresh", 1, 1000), nll,
+                  20.0, per_mask_nll=[nll + 3, nll + 4, nll + 6])
+    (root / "6_failed" / ".hydra").mkdir(parents=True)
+    return root
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    return {row["configuration"].split(",")[0]: row for row in csv.DictReader(path.open())}
+
+
+def test_paper_values_are_the_published_made_figures():
+    assert paper_value("dna", ONE_MASK) == 83.63 and paper_value("dna", MASK_SAMPLING) == 79.66
+    assert paper_value("binarized_mnist", mnist_column(2, 32)) == 86.64
+    assert paper_value("binarized_mnist", mnist_column(1, 32)) is None and paper_value("unknown", ONE_MASK) is None
+    assert len(PAPER_UCI) == 8 and all(set(v) == {ONE_MASK, MASK_SAMPLING} for v in PAPER_UCI.values())
+    assert PAPER_MNIST == {"2 hidden layers, 32 masks": 86.64}
+
+
+def test_report_groups_seeds_and_compares_with_the_paper(multirun, tmp_path, capsys):
+    out = tmp_path / "report"
+    main([str(multirun), "--out", str(out)])
+    rows = read_csv(out / "report.csv")
+    assert set(rows) == {"one mask", "mask sampling (1000 test masks)"}
+
+    one, fresh = rows["one mask"], rows["mask sampling (1000 test masks)"]
+    for row, nlls, paper in [(one, DNA_ONE_MASK, 83.63), (fresh, DNA_FRESH, 79.66)]:
+        mean = statistics.fmean(nlls)
+        assert int(row["n_seeds"]) == 3 and row["seeds"] == "0 1 2"
+        assert float(row["test_nll_mean"]) == pytest.approx(mean)
+        assert float(row["test_nll_std"]) == pytest.approx(statistics.stdev(nlls))
+        assert float(row["paper_nll"]) == paper
+        assert float(row["diff"]) == pytest.approx(mean - paper)
+        assert float(row["diff_pct"]) == pytest.approx(100 * (mean - paper) / paper)
+    assert one["paper_column"] == ONE_MASK and fresh["paper_column"] == MASK_SAMPLING
+    assert float(one["wall_time_s_mean"]) == 10.0 and float(fresh["wall_time_s_mean"]) == 20.0
+
+    printed = capsys.readouterr().out
+    assert "| dna | one mask, hidden [500] | one mask | 3 | 85.17 ± 1.26 | 83.63 | +1.54 | +1.8 | 10 |" in printed
+    markdown = (out / "report.md").read_text()
+    assert "85.17 ± 1.26" in markdown and "79.66" in markdown
+    assert "6_failed: no results.json" in markdown
+    assert "NLL against the number of masks: skipped" in markdown and "samples: skipped" in markdown
+    assert (out / "per_mask_nll.png").stat().st_size > 0
+    assert not list(out.glob(".*"))  # no temporary file left behind
+
+
+def test_report_draws_nll_against_masks_and_copies_mnist_samples(tmp_path):
+    root = tmp_path / "sweep"
+    for bank, nll in [(1, 90.0), (8, 88.0), (32, 87.0)]:
+        for seed in range(2):
+            run_dir = root / f"k{bank}_s{seed}"
+            write_run(run_dir, fake_config("binarized_mnist", seed, "cycle", bank, None, (8000, 8000)), nll + seed)
+            (run_dir / "samples.png").write_bytes(f"png of k{bank} s{seed}".encode())
+    main([str(root)])
+    assert (root / "nll_vs_masks.png").stat().st_size > 0
+    assert (root / "samples_binarized_mnist.png").read_bytes() == b"png of k32 s0"  # the best run's grid
+    rows = read_csv(root / "report.csv")
+    assert float(rows["32 masks"]["paper_nll"]) == 86.64 and rows["8 masks"]["paper_nll"] == ""
+    assert "per-mask NLL histogram: skipped" in (root / "report.md").read_text()
+
+
+def test_runs_differing_in_more_than_masks_get_separate_labelled_rows(tmp_path):
+    for lr in (0.1, 0.01):
+        config = fake_config("adult", 0, "cycle", 1, None)
+        config["optimizer"] = {"_target_": "torch.optim.SGD", "lr": lr}
+        write_run(tmp_path / f"lr{lr}", config, 13.0 + lr)
+    main([str(tmp_path), "--out", str(tmp_path)])
+    labels = [row["configuration"] for row in csv.DictReader((tmp_path / "report.csv").open())]
+    assert labels == ["one mask, hidden [500], optimizer.lr=0.01", "one mask, hidden [500], optimizer.lr=0.1"]
+
+
+@pytest.mark.parametrize("make", ["empty", "missing"])
+def test_dir_without_results_exits_2_with_one_line(tmp_path, make):
+    target = tmp_path / "runs"
+    if make == "empty":
+        (target / "0" / ".hydra").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-m", "made_exp.report", str(target)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"made-report: error: no results.json under {target}"
+    assert not (target / "report.md").exists()
