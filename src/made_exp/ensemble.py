@@ -283,7 +283,7 @@ class ProductOfExperts(Mixture):
     Since Z <= 1, the NLL of "unnormalised_log_prob" (log of the geometric mean) bounds the true NLL above.
     """
 
-    name = "product_of_experts"
+    name = "poe"
 
     def __init__(
         self,
