@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from made_exp.errors import UserError
 from made_exp.made import ACTIVATIONS, DIRECT_CONNECTIONS, INITS, RESAMPLE_MODES
 from made_exp.masking import OBJECTIVES, SCHEDULES
 
 __all__ = ["ConfigError", "ModelSchema", "MasksSchema", "validate_config", "register_configs"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An invalid configuration value; the message names the key and the allowed values."""
 
 

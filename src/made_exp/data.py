@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
 
+from made_exp.errors import UserError
+
 __all__ = [
     "DATASETS",
     "SPLITS",
@@ -60,7 +62,7 @@ _EVAL_BINARIZATION_SEED = 2015
 _MAX_ENUMERABLE_DIM = 20  # 2^20 states: exact entropy in about a second
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A dataset file is missing, unreadable or not in the MADE release format."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
+from made_exp.config import ConfigError
+from made_exp.errors import exit_on_user_error
 from made_exp.loading import load_run
 from made_exp.results import run_metadata, write_json_atomic
 from made_exp.train import CONFIG_DIR
@@ -27,7 +29,7 @@ def ensemble_config(name: str, overrides: list[str]):
     path = Path(CONFIG_DIR) / "ensemble" / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown ensemble {name!r}; choose one of: {', '.join(choices)}")
+        raise ConfigError(f"--ensemble {name!r} is not allowed; choose one of: {', '.join(choices)}")
     return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
 
 
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: RUN_DIR/eval_<ensemble>.json)")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
-    results = evaluate(args.run_dir, args.ensemble, args.set)
+    with exit_on_user_error("made-eval"):
+        results = evaluate(args.run_dir, args.ensemble, args.set)
     for key, value in sorted(results["metrics"].items()):
         print(f"{key:<40} {value:.4f}")
     write_json_atomic(args.out or args.run_dir / f"eval_{args.ensemble}.json", results)

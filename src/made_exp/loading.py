@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from made_exp.errors import RunDirError
 from made_exp.module import MADEModule
 
 __all__ = ["load_run", "find_checkpoint"]
@@ -19,7 +20,7 @@ def find_checkpoint(run_dir: Path) -> Path:
         path = run_dir / "checkpoints" / name
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise RunDirError(
         f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt (is this a made-train run dir?)"
     )
 
@@ -32,7 +33,7 @@ def load_run(run_dir: str | Path, ensemble: DictConfig | None = None) -> tuple[D
     run_dir = Path(run_dir)
     config_path = run_dir / ".hydra" / "config.yaml"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no .hydra/config.yaml (is this a made-train run dir?)")
+        raise RunDirError(f"{run_dir}: no .hydra/config.yaml (is this a made-train run dir?)")
     cfg = OmegaConf.load(config_path)
     OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
     if ensemble is not None:

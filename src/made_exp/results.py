@@ -54,6 +54,7 @@ def hardware() -> dict[str, str | int]:
 
 def run_metadata(cfg: DictConfig, wall_time_s: float) -> dict:
     return {
+        "seeds": OmegaConf.to_container(cfg.seeds, resolve=True) if "seeds" in cfg else None,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "git_commit": git_commit(),
         "wall_time_s": round(wall_time_s, 2),

@@ -15,6 +15,7 @@ import torchvision
 from torch import Tensor
 
 from made_exp.ensemble import select_masks
+from made_exp.errors import exit_on_user_error
 from made_exp.loading import load_run
 
 __all__ = ["save_sample_grid", "main"]
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")
     args = parser.parse_args(argv)
-    cfg, _, module = load_run(args.run_dir)
+    with exit_on_user_error("made-sample"):
+        cfg, _, module = load_run(args.run_dir)
     num_masks = args.num_masks or cfg.ensemble.get("num_masks")
     masks = select_masks(module.model, num_masks, cfg.ensemble.get("mask_source", "bank"), args.seed)
     samples = sample_mixture(module.model, masks, args.num_samples, torch.Generator().manual_seed(args.seed))
