@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast train bench lint clean
+.PHONY: install test test-fast train sweep-local search-local wandb-sync bench lint clean
 
 install:  ## virtualenv + editable package with dev extras (torch pinned: wheels on local disk)
 	python3 -m venv .venv
@@ -17,6 +17,23 @@ test-fast:
 
 train:  ## the main job: MADE on binarized MNIST with the defaults, ending with the test NLL
 	.venv/bin/made-train
+
+# A grid over SWEEP, JOBS jobs at a time on this machine (each with CPUS/JOBS threads).
+SWEEP ?= data=dna model.num_masks=1,2,4,8
+JOBS ?= 2
+CPUS := $(shell nproc)
+sweep-local:  ## parallel local grid: make sweep-local SWEEP="data=dna model.num_masks=1,8 seed=0,1" JOBS=2
+	OMP_NUM_THREADS=$$(( $(CPUS) / $(JOBS) > 0 ? $(CPUS) / $(JOBS) : 1 )) .venv/bin/made-train -m \
+		hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS) $(SWEEP)
+
+TRIALS ?= 20
+search-local:  ## Optuna TPE search (lr, width, masks) on dna, JOBS trials at a time
+	OMP_NUM_THREADS=$$(( $(CPUS) / $(JOBS) > 0 ? $(CPUS) / $(JOBS) : 1 )) .venv/bin/made-train -m \
+		hydra/sweeper=optuna_tpe hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS) \
+		hydra.sweeper.n_jobs=$(JOBS) hydra.sweeper.n_trials=$(TRIALS) data=dna
+
+wandb-sync:  ## upload the offline W&B runs under logs/ (after `wandb login`); synced runs are skipped
+	find $${MADE_LOG_DIR:-logs} -type d -name 'offline-run-*' -exec .venv/bin/wandb sync {} +
 
 bench:
 	$(PY) -m made_exp.bench

@@ -23,7 +23,6 @@ mkdir -p "$LOG"
 (
     sweep dna_fresh experiment=paper_dna seed=0,1,2 masks.val_num_masks=20 trainer.max_epochs=400
     sweep dna_single experiment=paper_dna seed=0,1,2 masks=single trainer.max_epochs=400
-    sweep mushrooms_single experiment=paper_mushrooms seed=0,1,2 trainer.max_epochs=400
     sweep nips_fresh experiment=paper_nips seed=0,1,2 masks.val_num_masks=20 trainer.max_epochs=400
     sweep nips_single experiment=paper_nips seed=0,1,2 masks=single trainer.max_epochs=400
     sweep mushrooms_fresh experiment=paper_mushrooms seed=0,1,2 masks=fresh masks.val_num_masks=20 trainer.max_epochs=400
@@ -31,8 +30,9 @@ mkdir -p "$LOG"
 ) > "$LOG/queue_a.txt" 2>&1 &
 (
     sweep adult_single experiment=paper_adult seed=0,1,2 trainer.max_epochs=400
-    sweep connect4_single experiment=paper_connect4 seed=0,1,2 trainer.max_epochs=200
-    sweep ocr_letters_single experiment=paper_ocr_letters seed=0,1,2 trainer.max_epochs=200
+    sweep mushrooms_single experiment=paper_mushrooms seed=0,1,2 trainer.max_epochs=400
+    sweep connect4_single experiment=paper_connect4 seed=0,1,2 trainer.max_epochs=100
+    sweep ocr_letters_single experiment=paper_ocr_letters seed=0,1,2 trainer.max_epochs=100
     sweep mnist_cpu experiment=paper_binarized_mnist_cpu seed=0 trainer.max_epochs=40
     sweep connect4_fresh experiment=paper_connect4 seed=0,1,2 masks=fresh masks.val_num_masks=10 trainer.max_epochs=100
     sweep ocr_letters_fresh experiment=paper_ocr_letters seed=0,1,2 masks=fresh masks.val_num_masks=10 trainer.max_epochs=100

@@ -2,47 +2,78 @@
 
 Usage:
     made-train data=dna masks=fresh optimizer=adagrad
-    made-train -m model.num_masks=1,2,4,8 seed=0,1,2
+    made-train resume=logs/train/runs/<run>          # continue from <run>/checkpoints/last.ckpt
+    made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.sweep)
+    made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from made_exp.config import ConfigError, register_configs, validate_config
-from made_exp.data import DataError
+from made_exp.errors import UserError
 from made_exp.results import run_metadata, write_json_atomic
+from made_exp.sweep import run_job
 
 __all__ = ["train", "main"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
+OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
+                                replace=True)
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
+    return [
+        instantiate(node, **(_wandb_run(output_dir) if node._target_.endswith("WandbLogger") else {}))
+        for node in (cfg.get("logger") or {}).values()
+    ]
+
+
+def _wandb_run(output_dir: Path) -> dict:
+    """One W&B run per job: its id is kept in the run dir so a resumed run continues it; a sweep is a group."""
+    id_file = output_dir / "wandb_id.txt"
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        import wandb
+
+        run_id = wandb.sdk.lib.runid.generate_id()
+        if rank_zero_only.rank == 0:
+            id_file.write_text(run_id + "\n")
+    run = {"id": run_id, "resume": "allow"}
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        run.update(group=Path(HydraConfig.get().sweep.dir).name, name=output_dir.name)
+    return run
 
 
 def build_callbacks(cfg: DictConfig) -> list:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
 
 
-def train(cfg: DictConfig) -> dict:
-    """Fit and test one configuration; returns (and writes) the results dict."""
+def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
+    """Fit and test one configuration, continuing from the checkpoint ``resume_from`` if given;
+    returns (and writes) the results dict."""
     validate_config(cfg)
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # read and validate the data before anything is written
@@ -54,33 +85,58 @@ def train(cfg: DictConfig) -> dict:
         masks=instantiate(cfg.masks),
         ensemble=instantiate(cfg.ensemble),
     )
-    loggers = build_loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    with _ddp_ranks_join(output_dir):
+        loggers = build_loggers(cfg, output_dir)
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            results = {
+                "metrics": {**_best_validation(trainer), **module.test_results},
+                "epochs": trainer.current_epoch,
+                "best_checkpoint": best,
+                **run_metadata(cfg, wall_time_s=time.perf_counter() - started),
+            }
+            if trainer.is_global_zero:
+                samples = module.sample_grid(output_dir / "samples.png")
+                if samples is not None:
+                    for logger in loggers:
+                        if hasattr(logger, "log_image"):
+                            logger.log_image(key="samples", images=[str(samples)])
+                write_json_atomic(output_dir / "results.json", results)
+                _print_summary(results)
+            return results
+        finally:
+            _finish_wandb()
+
+
+@contextlib.contextmanager
+def _ddp_ranks_join(output_dir: Path) -> Iterator[None]:
+    """Let the DDP ranks that Lightning relaunches (``made-train <argv>``) join this job, then clean up.
+
+    Ranks > 0 rerun the command line with ``hydra.run.dir`` set to ours (``MADE_RUN_DIR``, read by
+    ``conf/train.yaml``). In a multirun that command line is this job's overrides, not the sweep's.
+    Afterwards the process group and Lightning's rank variables go, so the next job of a multirun
+    run in this process starts its own ranks instead of joining ranks that have exited.
+    """
+    saved_environ, saved_argv = dict(os.environ), list(sys.argv)
+    os.environ["MADE_RUN_DIR"] = str(output_dir)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = HydraConfig.get().job
+        sys.argv = [sys.argv[0], f"--config-name={job.config_name}", *HydraConfig.get().overrides.task]
     try:
-        trainer.fit(module, datamodule=datamodule)
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-        results = {
-            "metrics": {**_best_validation(trainer), **module.test_results},
-            "epochs": trainer.current_epoch,
-            "best_checkpoint": best,
-            **run_metadata(cfg, wall_time_s=time.perf_counter() - started),
-        }
-        if trainer.is_global_zero:
-            samples = module.sample_grid(output_dir / "samples.png")
-            if samples is not None:
-                for logger in loggers:
-                    if hasattr(logger, "log_image"):
-                        logger.log_image(key="samples", images=[str(samples)])
-            write_json_atomic(output_dir / "results.json", results)
-            _print_summary(results)
-        return results
+        yield
     finally:
-        _finish_wandb()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        sys.argv = saved_argv
 
 
 def _best_validation(trainer: pl.Trainer) -> dict[str, float]:
@@ -105,20 +161,27 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-USER_ERRORS = (ConfigError, DataError)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
     try:
-        metrics = train(cfg)["metrics"]
-    except USER_ERRORS as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise  # a sweep records the failed job and goes on; HYDRA_FULL_ERROR shows the traceback
+        metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume) if cfg.resume else None)["metrics"]
+    except UserError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # HYDRA_FULL_ERROR shows the traceback
         _remove_if_unused(Path(cfg.paths.output_dir))
         print(f"made-train: error: {error}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
+
+
+def _last_checkpoint(run_dir: str) -> Path:
+    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from."""
+    checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
+    return checkpoint
 
 
 def _remove_if_unused(run_dir: Path) -> None:

@@ -1,0 +1,112 @@
+"""Sweeps (``made-train -m``): failure isolation, skipping finished jobs, and the sweep summary.
+
+A job of a multirun runs through ``run_job``: a job whose dir already holds ``results.json``
+is skipped, an unfinished one continues from its ``checkpoints/last.ckpt``, and one that
+raises leaves ``error.json`` and returns NaN (Optuna records the trial as failed) instead of
+stopping the sweep. ``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in
+``conf/train.yaml``) then writes ``sweep_summary.json`` and ``sweep_summary.md`` in the
+sweep dir, one row per job.
+
+Rerun a sweep, skipping what finished:
+    made-train -m <same overrides> hydra.sweep.dir=logs/train/multiruns/<sweep>
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from made_exp.results import write_json_atomic
+
+__all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
+
+log = logging.getLogger(__name__)
+
+RESULTS, ERROR = "results.json", "error.json"
+SHOWN_METRICS = ("val/best_nll", "test/nll")
+
+
+def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
+    """Run one sweep job with ``train(cfg, resume_from=...)``; returns its val/best_nll, NaN if it failed."""
+    output_dir = Path(cfg.paths.output_dir)
+    if (output_dir / RESULTS).is_file():
+        log.info(f"{output_dir.name}: {RESULTS} present, job skipped")
+        metrics = json.loads((output_dir / RESULTS).read_text())["metrics"]
+        return metrics.get("val/best_nll", math.nan)
+    (output_dir / ERROR).unlink(missing_ok=True)  # a rerun replaces the record of an earlier failure
+    last = output_dir / "checkpoints" / "last.ckpt"
+    try:
+        metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
+    except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
+        log.error(f"{output_dir.name} failed:\n{traceback.format_exc()}")
+        _write_error(output_dir, error)
+        return math.nan
+    return metrics.get("val/best_nll", math.nan)
+
+
+@rank_zero_only
+def _write_error(output_dir: Path, error: Exception) -> None:
+    write_json_atomic(output_dir / ERROR, {
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exception(error),
+    })
+
+
+def job_summary(job_dir: Path) -> dict[str, Any]:
+    """One job of a sweep: number, overrides, status (finished/failed/incomplete), metrics or error."""
+    hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+    row: dict[str, Any] = {
+        "job": hydra_cfg.job.num,
+        "dir": job_dir.name,
+        "overrides": list(hydra_cfg.overrides.task),
+        "status": "incomplete",
+    }
+    if (job_dir / RESULTS).is_file():
+        metrics = json.loads((job_dir / RESULTS).read_text())["metrics"]
+        row.update(status="finished", metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
+    elif (job_dir / ERROR).is_file():
+        row.update(status="failed", error=json.loads((job_dir / ERROR).read_text())["error"])
+    return row
+
+
+def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Write ``sweep_summary.json`` and ``sweep_summary.md`` for every job dir under ``sweep_dir``."""
+    job_dirs = [path.parent.parent for path in sweep_dir.glob("*/.hydra/hydra.yaml")]
+    jobs = sorted((job_summary(job_dir) for job_dir in job_dirs), key=lambda row: row["job"])
+    counts = {status: sum(row["status"] == status for row in jobs) for status in ("finished", "failed", "incomplete")}
+    write_json_atomic(sweep_dir / "sweep_summary.json", {"sweep_dir": str(sweep_dir), **counts, "jobs": jobs})
+    lines = [
+        f"# Sweep {sweep_dir.name}",
+        "",
+        ", ".join(f"{count} {status}" for status, count in counts.items()),
+        "",
+        f"| job | status | overrides | {' | '.join(SHOWN_METRICS)} | error |",
+        "|---|---|---|" + "---|" * len(SHOWN_METRICS) + "---|",
+    ]
+    for row in jobs:
+        metrics = row.get("metrics", {})
+        values = [f"{metrics[key]:.4f}" if key in metrics else "" for key in SHOWN_METRICS]
+        error = row.get("error", "").replace("|", "\\|").replace("\n", " ")
+        cells = [str(row["job"]), row["status"], " ".join(row["overrides"]), *values, error]
+        lines.append(f"| {' | '.join(cells)} |")
+    (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
+    return jobs
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, summarise its jobs in the sweep dir."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
+        failed = [row["dir"] for row in jobs if row["status"] == "failed"]
+        if failed:
+            log.warning(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see sweep_summary.md)")
