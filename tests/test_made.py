@@ -24,6 +24,7 @@ def build(activation="relu", direct="none", hidden=(16,), natural=False, conditi
         warnings.simplefilter("ignore")
         model = MADE(dim, list(hidden), activation=activation, direct_connection=direct, natural_ordering=natural,
                      condition_on_mask=conditioned, init="orthogonal", **kwargs).double()
+    torch.manual_seed(0)  # deterministic weights and test inputs
     for parameter in model.parameters():  # non-zero mask-conditioning weights, so they are exercised too
         torch.nn.init.normal_(parameter, std=0.5)
     return model
@@ -125,6 +126,19 @@ def test_fresh_mask_with_own_generator_leaves_model_generator_alone():
     model, twin = build(seed=5), build(seed=5)
     model.draw_mask(torch.Generator().manual_seed(0))
     assert torch.equal(model.draw_mask().ordering, twin.draw_mask().ordering)
+
+
+def test_setting_the_same_bank_mask_again_is_skipped_and_loading_resets_it():
+    model = build(num_masks=3, seed=1)
+    model.set_mask(1)
+    mask_tensor = model.hidden[0].mask
+    model.set_mask(1)
+    assert model.hidden[0].mask is mask_tensor  # nothing rebuilt
+    other = build(num_masks=3, seed=9)
+    other.set_mask(1)
+    other.load_state_dict(model.state_dict())
+    other.set_mask(1)  # not skipped: the bank changed under it
+    assert torch.equal(other.hidden[0].mask, model.hidden[0].mask)
 
 
 def test_set_mask_accepts_mask_objects():

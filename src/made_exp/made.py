@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -68,13 +69,16 @@ def sample_hidden_degrees(
 
 
 def hidden_mask(degrees_out: Tensor, degrees_in: Tensor) -> Tensor:
-    """(H_out, H_in) connectivity into a hidden layer: unit k sees units of degree <= m(k)."""
-    return (degrees_out[:, None] >= degrees_in[None, :]).float()
+    """(H_out, H_in) float32 connectivity into a hidden layer: unit k sees units of degree <= m(k)."""
+    # compared straight into float32: one pass over the mask, no temporary bool tensor
+    out = degrees_out.new_empty(len(degrees_out), len(degrees_in), dtype=torch.float32)
+    return torch.ge(degrees_out[:, None], degrees_in[None, :], out=out)
 
 
 def output_mask(input_degrees: Tensor, degrees_in: Tensor) -> Tensor:
-    """(D, H_in) connectivity into the outputs: output d sees units of degree < m0(d)."""
-    return (input_degrees[:, None] > degrees_in[None, :]).float()
+    """(D, H_in) float32 connectivity into the outputs: output d sees units of degree < m0(d)."""
+    out = input_degrees.new_empty(len(input_degrees), len(degrees_in), dtype=torch.float32)
+    return torch.gt(input_degrees[:, None], degrees_in[None, :], out=out)
 
 
 class MaskedLinear(nn.Linear):
@@ -88,14 +92,27 @@ class MaskedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         self.register_buffer("mask", torch.ones(out_features, in_features))
         self.mask_weight = nn.Parameter(torch.zeros(out_features, in_features)) if condition_on_mask else None
+        # a dict while MADE.cache_masked_weights is active, else None
+        self._masked_weight_cache: dict | None = None
 
     def set_mask(self, mask: Tensor) -> None:
         # a new tensor, not an in-place copy: a graph built under the old mask (e.g. the mixture
         # objective over several masks per minibatch) still needs it for its backward pass
         self.mask = mask.to(self.mask.dtype)
 
+    def masked_weight(self) -> Tensor:
+        """(out, in) W * M, computed every call except for no-grad calls inside ``MADE.cache_masked_weights``,
+        which reuse it while the mask is the same tensor."""
+        cache = self._masked_weight_cache
+        if cache is None or torch.is_grad_enabled():
+            return self.weight * self.mask
+        # set_mask always assigns a new tensor, so identity tells a new mask (holding it keeps its id unique)
+        if cache.get("mask") is not self.mask:
+            cache.update(mask=self.mask, value=self.weight * self.mask)
+        return cache["value"]
+
     def forward(self, x: Tensor) -> Tensor:
-        out = F.linear(x, self.weight * self.mask, self.bias)
+        out = F.linear(x, self.masked_weight(), self.bias)
         if self.mask_weight is not None:
             out = out + (self.mask_weight * self.mask).sum(1)
         return out
@@ -161,10 +178,11 @@ class MADE(nn.Module):
         for layer, _ in enumerate(hidden_sizes):
             self.register_buffer(f"bank_degrees_{layer}", torch.stack([m.hidden_degrees[layer] for m in bank]))
         self.current_mask = first
+        self._bank_index: int | None = None  # bank index of the masks in the layers, if they came from the bank
         self.set_mask(first)
         _warn_unreachable_inputs(first)
         # a loaded bank replaces the drawn one: start again from its mask 0
-        self.register_load_state_dict_post_hook(lambda module, _: module.set_mask(0))
+        self.register_load_state_dict_post_hook(lambda module, _: module._reset_to_first_mask())
 
     @property
     def num_masks(self) -> int:
@@ -200,9 +218,19 @@ class MADE(nn.Module):
             degrees = tuple(d.cpu() for d in reference.hidden_degrees)
         return Mask(ordering, degrees)
 
+    def _reset_to_first_mask(self) -> None:
+        self._bank_index = None
+        self.set_mask(0)
+
     @torch.no_grad()
     def set_mask(self, mask: Mask | int) -> None:
-        """Use ``mask`` (a Mask, or an index into the bank) for the next forward passes."""
+        """Use ``mask`` (a Mask, or an index into the bank) for the next forward passes.
+
+        Asking again for the bank mask already in use costs nothing (a K = 1 run does it every step).
+        """
+        if isinstance(mask, int) and mask == self._bank_index:
+            return
+        requested = mask
         if isinstance(mask, int):
             mask = self.mask(mask)
         device = self.output.weight.device
@@ -218,6 +246,22 @@ class MADE(nn.Module):
         if self.direct is not None:
             self.direct.set_mask(output_mask(input_degrees, input_degrees))
         self.current_mask = mask
+        self._bank_index = requested if isinstance(requested, int) else None
+
+    @contextmanager
+    def cache_masked_weights(self) -> Iterator[None]:
+        """Within the block, no-grad forwards multiply each layer's W * M once per mask instead of once per call.
+
+        The weights must not change inside the block; nothing checks (a fused optimiser step leaves no trace).
+        """
+        layers = [module for module in self.modules() if isinstance(module, MaskedLinear)]
+        for layer in layers:
+            layer._masked_weight_cache = {}
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer._masked_weight_cache = None
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, D) in {0, 1} -> (N, D) logits of p(x_d = 1 | x_<d) under the current mask."""

@@ -54,7 +54,7 @@ def sample_naive(
     """Exact ancestral sampling with D full forward passes -> (N, D) in {0, 1} (the reference sampler)."""
     uniform = _noise(model, num_samples, uniform, generator)
     x = torch.zeros_like(uniform)
-    with _using_mask(model, mask):
+    with _using_mask(model, mask), model.cache_masked_weights():  # D passes, one W * M per layer
         for dim in mask.ordering.tolist():
             x[:, dim] = (uniform[:, dim] < torch.sigmoid(model(x)[:, dim])).to(x)
     return x

@@ -1,0 +1,412 @@
+"""made-bench: how fast MADE trains, evaluates mask ensembles and samples, against this machine's GEMM peak.
+
+Every throughput is the best of ``repeats`` timed blocks of ``steps`` calls after a warm-up (the
+least-disturbed block on a shared machine), and GEMM-bound work is reported as a fraction of the
+fp32 GEMM peak measured in the same run. Prints a table and one JSON object (``--json PATH`` writes it).
+
+    made-bench            # a few minutes on 2 cores
+    made-bench --quick    # under a minute: fewer steps, smaller slices, naive big-model sampling extrapolated
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import math
+import platform
+import resource
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from made_exp.data import BinarizedDataModule, DataError, TensorBatches, dataset_info, load_npz_splits, resolve_dataset
+from made_exp.ensemble import Mixture
+from made_exp.made import MADE
+from made_exp.masking import MaskSchedule
+from made_exp.module import MADEModule
+from made_exp.sampling import sample_incremental, sample_naive
+
+__all__ = ["BenchConfig", "QUICK", "FULL", "run_benchmarks", "training_gemm_flops", "BaselineMADE", "main"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and iteration counts of one benchmark run (``QUICK`` and ``FULL`` below; tests shrink them)."""
+
+    dataset: str = "binarized_mnist"
+    hidden: int = 500
+    small_dataset: str = "dna"
+    small_hidden: int = 500
+    batch_size: int = 100
+    steps: int = 20  # timed calls per block
+    repeats: int = 5  # timed blocks; the fastest counts
+    warmup: int = 5
+    minibatches_per_step: int = 8  # the grouped Lightning run (data.minibatches_per_step)
+    gemm_square: int = 1024
+    ensemble_masks: tuple[int, ...] = (32, 1000)
+    ensemble_examples: tuple[int, ...] = (10000, 1000)  # test examples scored by each ensemble
+    eval_batch_size: int = 2000
+    sampler_batch: int = 100
+    big_hidden: tuple[int, ...] = (8000, 8000)
+    naive_positions: int | None = None  # time only this many naive passes and extrapolate to D (None: all D)
+    big_naive_positions: int = 16
+
+
+FULL = BenchConfig()
+QUICK = replace(FULL, steps=10, repeats=3, warmup=3, ensemble_examples=(1000, 100), big_naive_positions=4)
+
+
+def best_seconds_per_call(fn: Callable[[], object], steps: int, repeats: int, warmup: int) -> float:
+    """Seconds per call of ``fn``: the fastest of ``repeats`` blocks of ``steps`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best
+
+
+def best_block(stamps: Sequence[float], sizes: Sequence[int], steps: int, repeats: int, warmup: int) -> float:
+    """Seconds per unit of work from the start times of consecutive steps (and the end of the last) and the
+    work of each step, in blocks of ``steps`` steps timed like ``best_seconds_per_call``."""
+    best = math.inf
+    for r in range(repeats):
+        first, last = warmup + r * steps, warmup + (r + 1) * steps
+        best = min(best, (stamps[last] - stamps[first]) / sum(sizes[first:last]))
+    return best
+
+
+def training_gemm_flops(batch_size: int, widths: Sequence[int]) -> int:
+    """GEMM FLOPs of one training step of an MLP with layer widths ``[D, H_1, ..., D]``.
+
+    Forward: one GEMM per layer; backward: the weight gradient of every layer and the input gradient of
+    every layer but the first (no gradient w.r.t. the data). One hidden layer: 5 GEMMs of 2 B D H.
+    """
+    per_layer = [2 * batch_size * w_in * w_out for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)]
+    return 2 * sum(per_layer) + sum(per_layer[1:])
+
+
+def gemm_peak_gflops(config: BenchConfig, input_dim: int) -> float:
+    """Best fp32 GEMM rate over the training step's GEMMs (in their real transposes) and a square one."""
+    b, d, h, n = config.batch_size, input_dim, config.hidden, config.gemm_square
+    shapes = [  # (left, right) operands as the step multiplies them
+        (torch.randn(b, d), torch.randn(h, d).T),  # forward, hidden layer
+        (torch.randn(b, h), torch.randn(d, h).T),  # forward, output layer
+        (torch.randn(b, d), torch.randn(d, h)),  # backward, gradient w.r.t. the hidden units
+        (torch.randn(b, d).T, torch.randn(b, h)),  # backward, weight gradients
+        (torch.randn(n, n), torch.randn(n, n)),
+    ]
+    rates = []
+    for left, right in shapes:
+        multiply = functools.partial(torch.mm, left, right)
+        seconds = best_seconds_per_call(multiply, config.steps, config.repeats, config.warmup)
+        rates.append(2 * left.shape[0] * left.shape[1] * right.shape[1] / seconds / 1e9)
+    return max(rates)
+
+
+class MaskedLinearBaseline(nn.Linear):
+    """A masked layer as public MADE implementations write it: a mask buffer applied on every forward."""
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor):
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.mask * self.weight, self.bias)
+
+
+class BaselineMADE(nn.Sequential):
+    """The reference plain-PyTorch MADE (one hidden layer, ReLU), with ``model``'s current masks and weights."""
+
+    def __init__(self, model: MADE):
+        hidden, output = model.hidden[0], model.output
+        super().__init__(
+            MaskedLinearBaseline(hidden.in_features, hidden.out_features, hidden.mask),
+            nn.ReLU(),
+            MaskedLinearBaseline(output.in_features, output.out_features, output.mask),
+        )
+        with torch.no_grad():
+            for mine, theirs in ((self[0], hidden), (self[2], output)):
+                mine.weight.copy_(theirs.weight)
+                mine.bias.copy_(theirs.bias)
+
+
+def load_splits(name: str, num_examples: int | None = None) -> tuple[dict[str, Tensor], str]:
+    """The dataset's splits from ``$MADE_DATA_DIR`` or the cache; random bits of the right shape if absent."""
+    info = dataset_info(name)
+    try:
+        return load_npz_splits(resolve_dataset(name, download=False), info), name
+    except DataError:
+        generator = torch.Generator().manual_seed(0)
+        splits = {
+            split: torch.bernoulli(torch.full((info.num_rows(split), info.input_dim), 0.3), generator=generator)
+            for split in ("train", "valid", "test")
+        }
+        return splits, f"{name} (absent: random bits)"
+
+
+class ResidentDataModule(BinarizedDataModule):
+    """Splits already in memory, served like the project's DataModules."""
+
+    def __init__(self, splits: dict[str, Tensor], batch_size: int, minibatches_per_step: int):
+        super().__init__(splits["train"].shape[1], batch_size, 2000, 0, minibatches_per_step)
+        self._splits = splits
+
+    def _load(self) -> dict[str, Tensor]:
+        return self._splits
+
+
+class StepTimer(pl.Callback):
+    """Start time and number of minibatches of every training batch, and the end of the last."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.minibatches: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.stamps.append(time.perf_counter())
+        self.minibatches.append(len(batch))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def _adam(parameters, fused: bool = True) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=1e-3, fused=fused)
+
+
+def _build(input_dim: int, hidden: Sequence[int]) -> MADE:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a narrow layer can cut an input off: irrelevant to speed
+        return MADE(input_dim, list(hidden))
+
+
+def bare_seconds_per_step(model: nn.Module, train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimizer,
+                          loss: Callable[[Tensor], Tensor]) -> float:
+    """Seconds per hand-written step: next minibatch, forward, backward, optimiser step."""
+    generator = torch.Generator().manual_seed(0)
+    batches = iter(())
+
+    def step() -> None:
+        nonlocal batches
+        x = next(batches, None)
+        if x is None:
+            batches = iter(TensorBatches(train, config.batch_size, shuffle=True, generator=generator))
+            x = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss(x).backward()
+        optimizer.step()
+
+    return best_seconds_per_call(step, config.steps, config.repeats, config.warmup)
+
+
+def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
+                               minibatches_per_step: int) -> float:
+    """Seconds per minibatch through ``Trainer.fit`` with MADEModule, startup excluded."""
+    model = _build(splits["train"].shape[1], [hidden])
+    module = MADEModule(model, functools.partial(_adam), MaskSchedule(), Mixture(num_masks=1), num_samples=0)
+    data = ResidentDataModule(splits, config.batch_size, minibatches_per_step)
+    lightning_steps = config.warmup + config.steps * config.repeats
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=-1,
+        max_steps=lightning_steps * minibatches_per_step,  # optimiser steps (manual optimisation)
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, datamodule=data)
+    return best_block(timer.stamps, timer.minibatches, config.steps, config.repeats, config.warmup)
+
+
+def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig, baseline: bool) -> dict:
+    """Examples/s of bare and Lightning training (one mask, Adam, fp32), and of the plain baseline."""
+    train, input_dim = splits["train"], splits["train"].shape[1]
+    throughput = {}
+    torch.manual_seed(0)
+    model = _build(input_dim, [hidden])
+    bare = bare_seconds_per_step(model, train, config, _adam(model.parameters()), lambda x: -model.log_prob(x).mean())
+    throughput["bare"] = bare
+    model = _build(input_dim, [hidden])
+    throughput["bare_unfused_adam"] = bare_seconds_per_step(
+        model, train, config, _adam(model.parameters(), fused=False), lambda x: -model.log_prob(x).mean()
+    )
+    if baseline:
+        net = BaselineMADE(_build(input_dim, [hidden]))
+        loss = lambda x: F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()  # noqa: E731
+        throughput["baseline"] = bare_seconds_per_step(net, train, config, torch.optim.Adam(net.parameters()), loss)
+    throughput["lightning"] = lightning_seconds_per_step(splits, hidden, config, 1)
+    throughput["lightning_grouped"] = lightning_seconds_per_step(splits, hidden, config, config.minibatches_per_step)
+    results = {f"{name}_examples_per_s": config.batch_size / seconds for name, seconds in throughput.items()}
+    results["lightning_overhead_ms_per_step"] = 1e3 * (throughput["lightning"] - bare)
+    results["lightning_grouped_overhead_ms_per_step"] = 1e3 * (throughput["lightning_grouped"] - bare)
+    results["bare_gemm_gflop_per_step"] = training_gemm_flops(config.batch_size, [input_dim, hidden, input_dim]) / 1e9
+    results["bare_ms_per_step"] = 1e3 * bare
+    return results
+
+
+def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: BenchConfig) -> dict:
+    """Mask-examples/s of the uniform mixture over ``num_masks`` fresh masks on ``num_examples`` test rows."""
+    model = _build(test.shape[1], [config.hidden]).eval()
+    ensemble = Mixture(num_masks=num_masks, mask_source="fresh", seed=0)
+    ensemble.prepare(model)
+    x = test[:num_examples]
+    batches = [x[i : i + config.eval_batch_size] for i in range(0, len(x), config.eval_batch_size)]
+
+    def score() -> None:
+        with torch.no_grad():
+            for batch in batches:
+                ensemble.log_prob(model, batch)
+
+    seconds = best_seconds_per_call(score, 1, max(1, config.repeats // 2), 1)
+    flops = 2 * 2 * test.shape[1] * config.hidden * len(x) * num_masks  # two forward GEMMs per mask
+    return {"mask_examples_per_s": len(x) * num_masks / seconds, "gflops": flops / seconds / 1e9}
+
+
+def naive_seconds(model: MADE, batch: int, positions: int | None, generator: torch.Generator) -> float:
+    """Seconds of ``sample_naive`` on mask 0; with ``positions``, the first passes of its loop, extrapolated to D
+    (each of the D passes is the same full forward pass)."""
+    mask = model.mask(0)
+    start = time.perf_counter()
+    if positions is None or positions >= model.input_dim:
+        sample_naive(model, mask, batch, generator=generator)
+        return time.perf_counter() - start
+    uniform = torch.rand(batch, model.input_dim, generator=generator)
+    x = torch.zeros_like(uniform)
+    with torch.no_grad(), model.cache_masked_weights():  # the same loop as sample_naive
+        model.set_mask(mask)
+        for dim in mask.ordering[:positions].tolist():
+            x[:, dim] = (uniform[:, dim] < torch.sigmoid(model(x)[:, dim])).to(x)
+    return (time.perf_counter() - start) * model.input_dim / positions
+
+
+def sampler_benchmark(input_dim: int, hidden: Sequence[int], batch: int, positions: int | None) -> dict:
+    model = _build(input_dim, hidden)
+    generator = torch.Generator().manual_seed(0)
+    naive_seconds(model, batch, 2, generator)  # warm-up
+    naive = naive_seconds(model, batch, positions, generator)
+    sample_incremental(model, model.mask(0), batch, generator=generator)
+    start = time.perf_counter()
+    sample_incremental(model, model.mask(0), batch, generator=generator)
+    incremental = time.perf_counter() - start
+    return {"naive_sample_s": naive, "incremental_sample_s": incremental, "sampler_speedup": naive / incremental}
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    return {
+        "torch_version": torch.__version__,
+        "num_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Run every benchmark with ``config`` -> the flat dict of results (see the module docstring)."""
+    splits, dataset = load_splits(config.dataset)
+    small_splits, small_dataset = load_splits(config.small_dataset)
+    input_dim, small_dim = splits["train"].shape[1], small_splits["train"].shape[1]
+    results: dict = {"config": asdict(config), "dataset": dataset, "small_dataset": small_dataset, **machine_info()}
+
+    log("GEMM peak")
+    peak = gemm_peak_gflops(config, input_dim)
+    results["gemm_gflops"] = peak
+
+    log(f"training {input_dim}-{config.hidden}-{input_dim}")
+    train = training_benchmarks(splits, config.hidden, config, baseline=True)
+    results.update(train)
+    results["speedup_vs_baseline"] = train["bare_examples_per_s"] / train["baseline_examples_per_s"]
+    results["bare_gemm_fraction"] = train["bare_gemm_gflop_per_step"] / (train["bare_ms_per_step"] / 1e3) / peak
+    results["lightning_vs_bare"] = train["lightning_examples_per_s"] / train["bare_examples_per_s"]
+    results["lightning_grouped_vs_bare"] = train["lightning_grouped_examples_per_s"] / train["bare_examples_per_s"]
+
+    log(f"training {small_dim}-{config.small_hidden}-{small_dim}")
+    small = training_benchmarks(small_splits, config.small_hidden, config, baseline=False)
+    results.update({f"small_{key}": value for key, value in small.items()})
+    results["small_bare_gemm_fraction"] = small["bare_gemm_gflop_per_step"] / (small["bare_ms_per_step"] / 1e3) / peak
+    results["small_lightning_vs_bare"] = small["lightning_examples_per_s"] / small["bare_examples_per_s"]
+    results["small_lightning_grouped_vs_bare"] = (
+        small["lightning_grouped_examples_per_s"] / small["bare_examples_per_s"]
+    )
+
+    for num_masks, num_examples in zip(config.ensemble_masks, config.ensemble_examples, strict=True):
+        log(f"ensemble of {num_masks} masks on {num_examples} test examples")
+        scored = ensemble_benchmark(splits["test"], num_masks, num_examples, config)
+        results[f"ensemble_{num_masks}_mask_examples_per_s"] = scored["mask_examples_per_s"]
+        results[f"ensemble_{num_masks}_gemm_fraction"] = scored["gflops"] / peak
+
+    for name, hidden in (("", [config.hidden]), ("big_", list(config.big_hidden))):
+        positions = config.naive_positions if name == "" else config.big_naive_positions
+        log(f"sampling {input_dim}-{'-'.join(map(str, hidden))}-{input_dim}")
+        sampled = sampler_benchmark(input_dim, hidden, config.sampler_batch, positions)
+        results.update({f"{name}{key}": value for key, value in sampled.items()})
+        results[f"{name}naive_extrapolated_from_passes"] = positions or input_dim
+
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return results
+
+
+TARGETS = {  # key: (threshold, what it means)
+    "bare_gemm_fraction": (0.5, "bare step >= 50% of GEMM peak"),
+    "speedup_vs_baseline": (2.0, ">= 2x the plain PyTorch baseline"),
+    "lightning_vs_bare": (0.9, "Lightning within 10% of bare"),
+    "lightning_grouped_vs_bare": (0.9, "grouped Lightning within 10% of bare"),
+    "ensemble_1000_gemm_fraction": (0.5, "1000-mask ensemble >= 50% of GEMM peak"),
+    "big_sampler_speedup": (20.0, "incremental >= 20x naive, 784-8000-8000-784"),
+    "sampler_speedup": (5.0, "incremental >= 5x naive, 784-500-784"),
+}
+
+
+def format_table(results: dict) -> str:
+    """The numeric results, one per line, then the targets met or not."""
+    lines = [f"{key:<48} {value:>14.4g}" for key, value in results.items() if isinstance(value, float | int)]
+    lines += [f"{key:<48} {value}" for key, value in results.items() if isinstance(value, str)]
+    lines.append("")
+    for key, (threshold, meaning) in TARGETS.items():
+        if key in results:
+            verdict = "met" if results[key] >= threshold else "NOT met"
+            lines.append(f"{meaning:<48} {results[key]:>8.3g}  {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="made-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="under a minute on 2 cores")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    results = run_benchmarks(QUICK if args.quick else FULL, log=lambda message: print(f"... {message}", flush=True))
+    print(format_table(results))
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

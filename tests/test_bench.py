@@ -1,0 +1,168 @@
+"""made-bench: every key present and finite on a tiny run, and the fast paths equal the plain ones."""
+
+import json
+import math
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from made_exp.bench import QUICK, TARGETS, BaselineMADE, best_block, main, run_benchmarks, training_gemm_flops
+from made_exp.made import MADE, hidden_mask, output_mask
+from made_exp.sampling import sample_incremental, sample_naive
+
+TINY = replace(
+    QUICK,
+    dataset="dna",
+    hidden=16,
+    small_dataset="mushrooms",
+    small_hidden=8,
+    batch_size=20,
+    steps=2,
+    repeats=2,
+    warmup=1,
+    minibatches_per_step=3,
+    gemm_square=32,
+    ensemble_masks=(2, 5),
+    ensemble_examples=(60, 30),
+    eval_batch_size=25,
+    sampler_batch=4,
+    big_hidden=(24, 24),
+    naive_positions=None,
+    big_naive_positions=3,
+)
+
+KEYS = [
+    "gemm_gflops",
+    "bare_examples_per_s",
+    "bare_unfused_adam_examples_per_s",
+    "lightning_examples_per_s",
+    "lightning_grouped_examples_per_s",
+    "bare_gemm_fraction",
+    "baseline_examples_per_s",
+    "speedup_vs_baseline",
+    "small_bare_examples_per_s",
+    "small_lightning_examples_per_s",
+    "small_lightning_grouped_examples_per_s",
+    "small_bare_gemm_fraction",
+    "ensemble_2_mask_examples_per_s",
+    "ensemble_5_mask_examples_per_s",
+    "ensemble_5_gemm_fraction",
+    "naive_sample_s",
+    "incremental_sample_s",
+    "sampler_speedup",
+    "big_naive_sample_s",
+    "big_incremental_sample_s",
+    "big_sampler_speedup",
+    "peak_rss_mb",
+    "num_threads",
+]
+
+
+def build(**kwargs) -> MADE:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MADE(**kwargs).double()
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    # no data files here: the benchmark falls back to random bits of the datasets' shapes
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MADE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+        patch.setenv("MADE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        return run_benchmarks(TINY)
+
+
+def test_every_key_is_positive_and_finite(tiny_results):
+    for key in KEYS:
+        assert math.isfinite(tiny_results[key]) and tiny_results[key] > 0, key
+    for key in ("torch_version", "cpu", "date"):
+        assert tiny_results[key]
+    assert tiny_results["dataset"] == "dna (absent: random bits)"
+    assert set(TARGETS) - {"ensemble_1000_gemm_fraction"} <= set(tiny_results)
+
+
+def test_cli_prints_the_table_and_writes_the_json(tiny_results, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("made_exp.bench.run_benchmarks", lambda config, log: tiny_results)
+    main(["--quick", "--json", str(tmp_path / "bench.json")])
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(tiny_results))
+    assert "bare_gemm_fraction" in capsys.readouterr().out
+
+
+def test_training_gemm_flops_counts_five_gemms_for_one_hidden_layer():
+    assert training_gemm_flops(100, [784, 500, 784]) == 5 * 2 * 100 * 784 * 500
+    # two hidden layers: 3 forward, 3 weight gradients, 2 input gradients
+    assert training_gemm_flops(10, [4, 6, 8, 4]) == 2 * 10 * (2 * (24 + 48 + 32) + 48 + 32)
+
+
+def test_best_block_is_the_fastest_block_per_unit_of_work():
+    stamps = [0.0, 5.0, 6.0, 7.0, 9.0, 13.0]  # warm-up step, then blocks (6 - 5)+(7 - 6) and (9 - 7)+(13 - 9)
+    assert best_block(stamps, [1, 1, 1, 1, 2], steps=2, repeats=2, warmup=1) == pytest.approx(2.0 / 2)
+    assert best_block(stamps, [1, 1, 1, 2, 4], steps=2, repeats=2, warmup=1) == pytest.approx(6.0 / 6)
+
+
+def test_baseline_matches_made_outputs_and_gradients():
+    model = build(input_dim=9, hidden_sizes=[13], num_masks=3, seed=1).float()
+    model.set_mask(2)
+    baseline = BaselineMADE(model)
+    x = torch.bernoulli(torch.full((7, 9), 0.5))
+    torch.testing.assert_close(baseline(x), model(x), atol=1e-6, rtol=0)
+    (-model.log_prob(x).mean()).backward()
+    F.binary_cross_entropy_with_logits(baseline(x), x, reduction="none").sum(1).mean().backward()
+    for theirs, mine in ((baseline[0], model.hidden[0]), (baseline[2], model.output)):
+        torch.testing.assert_close(theirs.weight.grad, mine.weight.grad, atol=1e-6, rtol=0)
+        torch.testing.assert_close(theirs.bias.grad, mine.bias.grad, atol=1e-6, rtol=0)
+
+
+def test_mask_construction_matches_the_plain_comparison():
+    out_degrees, in_degrees = torch.randint(1, 9, (11,)), torch.randint(1, 9, (7,))
+    assert torch.equal(hidden_mask(out_degrees, in_degrees), (out_degrees[:, None] >= in_degrees).float())
+    assert torch.equal(output_mask(out_degrees, in_degrees), (out_degrees[:, None] > in_degrees).float())
+
+
+@pytest.mark.parametrize("direct", ["none", "full"])
+def test_cached_masked_weights_give_the_plain_outputs_and_gradients(direct):
+    model = build(input_dim=8, hidden_sizes=[12, 10], num_masks=3, direct_connection=direct, condition_on_mask=True)
+    x = torch.bernoulli(torch.full((5, 8), 0.5, dtype=torch.float64))
+
+    def plain(k: int) -> torch.Tensor:
+        model.set_mask(k)
+        h = x
+        for index, layer in enumerate(model.hidden):
+            pre = F.linear(h, layer.weight * layer.mask, layer.bias) + (layer.mask_weight * layer.mask).sum(1)
+            if index > 0 and model.input_skips:
+                pre = pre + F.linear(x, model.input_skips[index - 1].weight * model.input_skips[index - 1].mask)
+            h = torch.relu(pre)
+        out = model.output
+        logits = F.linear(h, out.weight * out.mask, out.bias) + (out.mask_weight * out.mask).sum(1)
+        if model.direct is not None:
+            logits = logits + F.linear(x, model.direct.weight * model.direct.mask)
+        return logits
+
+    with torch.no_grad():
+        expected = [plain(k) for k in range(3)]
+    with model.cache_masked_weights():
+        for k in (0, 1, 1, 2, 0):  # a changed mask refreshes the cache
+            model.set_mask(k)
+            with torch.no_grad():
+                torch.testing.assert_close(model(x), expected[k], atol=1e-12, rtol=0)
+        # with gradients on, the cache is bypassed: the weight gradient is grad * mask
+        model.set_mask(1)
+        model(x).sum().backward()
+        cached_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    plain(1).sum().backward()
+    for cached, reference in zip(cached_grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(cached, reference, atol=1e-12, rtol=0)
+    assert all(layer._masked_weight_cache is None for layer in model.hidden)
+
+
+def test_naive_sampler_with_cached_weights_still_matches_incremental():
+    model = build(input_dim=7, hidden_sizes=[15, 9], num_masks=2, direct_connection="output")
+    uniform = torch.rand(50, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    mask = model.mask(1)
+    assert torch.equal(sample_naive(model, mask, 50, uniform), sample_incremental(model, mask, 50, uniform))
+    assert model.hidden[0]._masked_weight_cache is None
