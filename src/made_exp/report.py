@@ -28,7 +28,10 @@ from pathlib import Path
 
 from made_exp.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
 
-__all__ = ["Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main"]
+__all__ = [
+    "Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main",
+    "dataset_name", "replace_atomically", "save_figure", "subplots",
+]
 
 # Keys that differ between runs of one configuration without changing what is measured.
 IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name"}
@@ -111,7 +114,7 @@ def _configuration(config: dict) -> tuple[tuple[str, object], ...]:
     return tuple(sorted((k, v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in IGNORED_LEAVES))
 
 
-def _dataset_name(data: dict) -> str:
+def dataset_name(data: dict) -> str:
     if data.get("name"):
         return str(data["name"])
     return str(data.get("_target_", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
@@ -141,7 +144,7 @@ def load_run(path: Path) -> Run | None:
         return None
     return Run(
         run_dir=path.parent,
-        dataset=_dataset_name(config.get("data", {})),
+        dataset=dataset_name(config.get("data", {})),
         config=_configuration(config),
         seed=config.get("seed"),
         test_nll=float(metrics["test/nll"]),
@@ -244,7 +247,7 @@ def _csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write) -> None:
     """Call ``write(temporary_path)``, then rename the temporary file onto ``path``."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
@@ -257,14 +260,14 @@ def _replace_atomically(path: Path, write) -> None:
         raise
 
 
-def _save_figure(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    _replace_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    replace_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
     plt.close(figure)
 
 
-def _subplots(count: int):
+def subplots(count: int):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -289,7 +292,7 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
         return False
     from matplotlib.ticker import ScalarFormatter
 
-    figure, axes = _subplots(len(swept))
+    figure, axes = subplots(len(swept))
     for ax, (dataset, by_line) in zip(axes, sorted(swept.items()), strict=True):
         labels = [f"{kind}, hidden {list(dict(rest).get('model.hidden_sizes', ()))}" for kind, rest in by_line]
         for label, points in zip(labels, by_line.values(), strict=True):
@@ -302,7 +305,7 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
         ax.set(title=dataset, xlabel="masks in the test mixture", ylabel="test NLL (nats)")
         if len(set(labels)) == len(labels):  # lines that differ in more than the label says get none
             ax.legend()
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return True
 
 
@@ -315,13 +318,13 @@ def plot_per_mask_histogram(groups: list[Group], path: Path) -> bool:
             values[group.dataset][group.label] = per_mask
     if not values:
         return False
-    figure, axes = _subplots(len(values))
+    figure, axes = subplots(len(values))
     for ax, (dataset, by_label) in zip(axes, sorted(values.items()), strict=True):
         for label, nlls in sorted(by_label.items()):
             ax.hist(nlls, bins=30, alpha=0.6, label=label)
         ax.set(title=dataset, xlabel="test NLL of one mask (nats)", ylabel="masks")
         ax.legend(fontsize="small")
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return True
 
 
@@ -332,7 +335,7 @@ def copy_mnist_samples(groups: list[Group], path: Path) -> Path | None:
     if not candidates:
         return None
     best = min(candidates, key=lambda run: run.test_nll)
-    _replace_atomically(path, lambda temporary: shutil.copyfile(best.run_dir / "samples.png", temporary))
+    replace_atomically(path, lambda temporary: shutil.copyfile(best.run_dir / "samples.png", temporary))
     return best.run_dir
 
 
@@ -380,8 +383,8 @@ def report(dirs: list[Path], out: Path) -> str:
         "\n\n".join(figures),
         *(["## Notes", "\n".join(f"- {note}" for note in notes)] if notes else []),
     ]) + "\n"
-    _replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
-    _replace_atomically(out / "report.csv", lambda temporary: temporary.write_text(_csv_text(rows)))
+    replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
+    replace_atomically(out / "report.csv", lambda temporary: temporary.write_text(_csv_text(rows)))
     return table
 
 

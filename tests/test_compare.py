@@ -1,0 +1,103 @@
+"""The mixture_vs_poe sweep composes, and made-compare scores a tiny sweep under every strategy."""
+
+import contextlib
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from made_exp.compare import STRATEGIES, compare, main
+from made_exp.config import register_configs, validate_config
+from made_exp.train import CONFIG_DIR
+
+BIN = Path(sys.executable).parent
+
+
+def compose_train(overrides: list[str]):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def test_experiment_sweeps_k_and_datasets_over_a_cycled_bank():
+    cfg = compose_train(["experiment=mixture_vs_poe"])
+    validate_config(cfg)
+    assert cfg.masks.schedule == "cycle" and list(cfg.model.hidden_sizes) == [500]
+    params = cfg.hydra.sweeper.params
+    swept = {o.key_or_group: o.sweep_string_iterator() for o in
+             OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])}
+    assert [int(k) for k in swept["model.num_masks"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert list(swept["data"]) == ["dna", "mushrooms", "nips", "binarized_mnist"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory) -> tuple[Path, Path, str]:
+    """Two tiny runs (K = 1, 2) on the synthetic data, then made-compare over them; returns what it printed."""
+    root = tmp_path_factory.mktemp("compare")
+    sweep, out = root / "sweep", root / "out"
+    env = {**os.environ, "MADE_LOG_DIR": str(root / "logs"), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    trained = subprocess.run(
+        [str(BIN / "made-train"), "-m", "data=synthetic", "masks=cycle", "model.num_masks=1,2",
+         "model.hidden_sizes=[16]", "trainer=debug", "logger=none", "module.num_samples=0",
+         f"hydra.sweep.dir={sweep}"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main([str(sweep), "--out", str(out)])  # in-process: one interpreter start less
+    return sweep, out, printed.getvalue()
+
+
+def test_compare_tables_every_strategy_and_marks_logit_average_unnormalised(compared):
+    sweep, out, printed = compared
+    header = printed.splitlines()[0]
+    for label in ["mixture", "learned mixture", "best single mask", "product of experts", "PoE unnormalised",
+                  "PoE log Z", "eff. masks", "logit average (unnormalised)"]:
+        assert label in header
+    assert "NOT a normalised distribution" in (out / "report.md").read_text()
+    assert (out / "nll_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for run_dir in (p.parent for p in sweep.rglob("results.json")):
+        assert {p.name for p in run_dir.glob("eval_*.json")} == {f"eval_{s}.json" for s in STRATEGIES}
+
+
+def test_compare_numbers_obey_what_the_maths_says(compared):
+    _, out, _ = compared
+    rows = {(int(r["num_masks"]), r["strategy"]): r for r in csv.DictReader((out / "results.csv").open())}
+    assert len(rows) == 2 * len(STRATEGIES)
+    assert rows[2, "logit_average"]["test_nll"] == "" and float(rows[2, "logit_average"]["unnormalised_nll"]) > 0
+    one = rows[1, "mixture"]
+    # one expert: its product is itself, so log Z = 0 (exact enumeration, D = 10)
+    assert float(rows[1, "poe"]["log_z"]) == pytest.approx(0.0, abs=1e-5)
+    assert float(rows[1, "poe"]["test_nll"]) == pytest.approx(float(one["test_nll"]), abs=1e-4)
+    two = rows[2, "mixture"]
+    assert float(two["test_nll"]) <= float(two["single_mask_nll_mean"]) + 1e-9  # Jensen
+    assert float(rows[2, "poe"]["log_z"]) <= 1e-6  # Z <= 1 by AM-GM
+
+
+def test_compare_reuses_existing_evaluations(compared, tmp_path):
+    sweep, _, _ = compared
+    evaluations = sorted(sweep.rglob("eval_*.json"))
+    before = [p.stat().st_mtime_ns for p in evaluations]
+    compare(sweep, tmp_path)
+    assert [p.stat().st_mtime_ns for p in evaluations] == before
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("make_dir", [False, True])
+def test_missing_or_empty_dir_is_one_line_and_exit_2(tmp_path, capsys, make_dir):
+    target = tmp_path / "sweep"
+    if make_dir:
+        target.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(target)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("made-compare: error:") and str(target) in error and "\n" not in error
