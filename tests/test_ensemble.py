@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import random_made
 from made_exp.ensemble import (
     BestSingle,
     LearnedMixture,
@@ -30,15 +31,6 @@ from made_exp.sampling import sample_mixture
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "ensemble"
 
 
-def random_made(input_dim: int, num_masks: int = 4, seed: int = 0, **kwargs) -> MADE:
-    """A float64 MADE with every parameter drawn from N(0, 1), so the masks' models differ visibly."""
-    torch.manual_seed(seed)
-    model = MADE(input_dim, kwargs.pop("hidden_sizes", [32]), num_masks=num_masks, seed=seed, **kwargs).double()
-    for parameter in model.parameters():
-        torch.nn.init.normal_(parameter)
-    return model
-
-
 def log_total_mass(log_prob, model: MADE) -> float:
     """log sum_x exp(log_prob(x)) over {0,1}^D."""
     return float(torch.logsumexp(enumerate_log_probs(log_prob, model.input_dim, torch.float64, "cpu"), dim=0))
@@ -51,7 +43,7 @@ def valid_data(model: MADE, num_examples: int = 300, seed: int = 1) -> torch.Ten
 
 
 def test_single_mask_is_normalised():
-    model = random_made(10, direct_connection="full", condition_on_mask=True)
+    model = random_made(10, num_masks=4, direct_connection="full", condition_on_mask=True)
     assert abs(math.exp(log_total_mass(model.log_prob, model)) - 1) < 1e-5
 
 
@@ -61,7 +53,7 @@ def test_single_mask_is_normalised():
     ids=["mixture", "learned_mixture", "product_of_experts"],
 )
 def test_normalised_strategies_sum_to_one(strategy):
-    model = random_made(10)
+    model = random_made(10, num_masks=4)
     strategy.prepare(model, valid_data(model))
     total = log_total_mass(lambda x: strategy.log_prob(model, x)["log_prob"], model)
     assert strategy.normalised
@@ -69,7 +61,7 @@ def test_normalised_strategies_sum_to_one(strategy):
 
 
 def test_poe_importance_estimate_within_three_standard_errors():
-    model = random_made(10)
+    model = random_made(10, num_masks=4)
     masks = [model.mask(k) for k in range(model.num_masks)]
     exact = poe_log_z_exact(model, masks)
     estimate, stderr = poe_log_z_importance(model, masks, 4000, torch.Generator().manual_seed(0))
@@ -79,7 +71,7 @@ def test_poe_importance_estimate_within_three_standard_errors():
 
 
 def test_poe_reports_both_scores():
-    model = random_made(10)
+    model = random_made(10, num_masks=4)
     strategy = ProductOfExperts(log_z_method="importance", num_importance_samples=2000)
     scalars = strategy.prepare(model)
     out = strategy.log_prob(model, valid_data(model, 50))
@@ -112,7 +104,7 @@ def test_em_sparse_prior_prunes_weights():
 
 
 def test_learned_mixture_reports_weights():
-    model = random_made(10)
+    model = random_made(10, num_masks=4)
     strategy = LearnedMixture()
     scalars = strategy.prepare(model, valid_data(model))
     assert strategy.weights.shape == (4,)
@@ -145,7 +137,7 @@ def test_mixture_beats_mean_single_mask_nll():
 
 
 def test_best_single_picks_best_validation_mask():
-    model = random_made(10)
+    model = random_made(10, num_masks=4)
     valid = valid_data(model)
     strategy = BestSingle()
     scalars = strategy.prepare(model, valid)

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from conftest import random_made
 from made_exp.ensemble import enumerate_log_probs, mask_log_probs, mixture_log_prob, product_log_prob
-from made_exp.made import MADE, Mask
+from made_exp.made import Mask
 from made_exp.sampling import (
     impute,
     sample_incremental,
@@ -17,15 +18,6 @@ from made_exp.sampling import (
     sample_poe_exact,
     sample_poe_sir,
 )
-
-
-def random_made(input_dim: int, num_masks: int = 3, seed: int = 0, **kwargs) -> MADE:
-    """A float64 MADE with every parameter drawn from N(0, 1), so the masks' models differ visibly."""
-    torch.manual_seed(seed)
-    model = MADE(input_dim, kwargs.pop("hidden_sizes", [32]), num_masks=num_masks, seed=seed, **kwargs).double()
-    for parameter in model.parameters():
-        torch.nn.init.normal_(parameter)
-    return model
 
 
 def exact_probabilities(log_prob, input_dim: int) -> torch.Tensor:

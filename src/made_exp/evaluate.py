@@ -40,7 +40,7 @@ def evaluate(run_dir: str | Path, ensemble: str = "mixture", overrides: list[str
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return {"metrics": module.test_results, "ensemble": ensemble,
+    return {"metrics": module.test_results, "per_mask_nll": module.per_mask_nll, "ensemble": ensemble,
             **run_metadata(cfg, wall_time_s=time.perf_counter() - started)}
 
 

@@ -54,6 +54,7 @@ class MADEModule(pl.LightningModule):
             num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=4321
         )
         self.test_results: dict[str, float] = {}
+        self.per_mask_nll: list[float] = []  # test NLL of each mask on its own, when the ensemble reports them
         self._sums: dict[str, Tensor] = {}
 
     automatic_optimization = False  # one optimiser step per minibatch, several minibatches per Lightning step
@@ -141,6 +142,7 @@ class MADEModule(pl.LightningModule):
         metrics = {f"test/{key}": float(value) for key, value in means.items()}
         for key in list(metrics):
             metrics[key.replace("nll", "bpd")] = metrics[key] * self.nats_to_bpd
+        self.per_mask_nll = [] if single is None else single.tolist()
         if single is not None:
             metrics["test/single_mask_nll_mean"] = float(single.mean())
             metrics["test/single_mask_nll_std"] = float(single.std()) if len(single) > 1 else 0.0

@@ -98,6 +98,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             results = {
                 "metrics": {**_best_validation(trainer), **module.test_results},
+                "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
                 "best_checkpoint": best,
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started),
