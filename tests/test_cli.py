@@ -73,3 +73,12 @@ def test_sample_writes_a_png(dna_run, tmp_path):
     result = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "16", "--out", str(out)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@needs_data
+def test_resuming_a_finished_run_refuses_without_overwrite(dna_run):
+    before = (dna_run / "results.json").read_bytes()
+    result = run([str(BIN / "made-train"), "data=dna", f"resume={dna_run}"], dna_run.parent)
+    assert result.returncode == 2 and "overwrite=true" in result.stderr
+    assert (dna_run / "results.json").read_bytes() == before

@@ -167,7 +167,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
     try:
-        metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume) if cfg.resume else None)["metrics"]
+        metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume, cfg.overwrite) if cfg.resume else None)["metrics"]
     except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # HYDRA_FULL_ERROR shows the traceback
@@ -177,11 +177,14 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
 
 
-def _last_checkpoint(run_dir: str) -> Path:
-    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from."""
+def _last_checkpoint(run_dir: str, overwrite: bool) -> Path:
+    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from; a finished run
+    (with ``results.json``) is only reopened with ``overwrite=true``."""
     checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
+    if (Path(run_dir) / "results.json").is_file() and not overwrite:
+        raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
     return checkpoint
 
 
