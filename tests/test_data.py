@@ -121,7 +121,7 @@ def test_unknown_name_lists_choices() -> None:
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_config_instantiates(path: Path) -> None:
-    cfg = OmegaConf.merge({"seed": 3}, {"data": OmegaConf.load(path)})
+    cfg = OmegaConf.merge({"seeds": {"data": 3}}, {"data": OmegaConf.load(path)})
     dm = instantiate(cfg.data)
     assert dm.seed == 3
     assert dm.input_dim > 0
