@@ -14,8 +14,6 @@ directory). ``--set STRATEGY.KEY=VALUE`` overrides a strategy's config (conf/ens
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import statistics
@@ -24,8 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
-from made_exp.report import dataset_name, replace_atomically, save_figure, subplots
-from made_exp.results import write_json_atomic
+from made_exp.report import dataset_name, save_figure, subplots
+from made_exp.results import csv_text, replace_atomically, write_json_atomic
 
 __all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",
            "plot_nll_vs_k", "compare", "main"]
@@ -184,14 +182,6 @@ def plot_nll_vs_k(summary: dict[tuple[str, int], dict[str, list[float]]], path: 
     save_figure(figure, path)
 
 
-def _csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
 def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None) -> str:
     """Evaluate what is missing, then write report.md, results.csv and nll_vs_k.png into ``out``; returns the table."""
     runs = find_runs(root)
@@ -214,7 +204,7 @@ def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None
         "![test NLL against K per strategy](nll_vs_k.png)",
     ]) + "\n"
     replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
-    replace_atomically(out / "results.csv", lambda temporary: temporary.write_text(_csv_text(rows)))
+    replace_atomically(out / "results.csv", lambda temporary: temporary.write_text(csv_text(rows, CSV_FIELDS)))
     return table
 
 

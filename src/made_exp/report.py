@@ -14,23 +14,20 @@ dir). Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one p
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import os
 import shutil
 import statistics
-import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from made_exp.errors import UserError, exit_on_user_error
 from made_exp.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
+from made_exp.results import csv_text, replace_atomically
 
 __all__ = [
     "Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main",
-    "dataset_name", "replace_atomically", "save_figure", "subplots",
+    "dataset_name", "save_figure", "subplots",
 ]
 
 # Keys that differ between runs of one configuration without changing what is measured.
@@ -43,7 +40,7 @@ CSV_FIELDS = ["dataset", "configuration", "paper_column", "n_seeds", "seeds", "t
               "paper_nll", "diff", "diff_pct", "wall_time_s_mean", "paper_source", "run_dirs"]
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Input that cannot be reported on; the message names the path."""
 
 
@@ -239,27 +236,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-def replace_atomically(path: Path, write) -> None:
-    """Call ``write(temporary_path)``, then rename the temporary file onto ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def save_figure(figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -384,7 +360,7 @@ def report(dirs: list[Path], out: Path) -> str:
         *(["## Notes", "\n".join(f"- {note}" for note in notes)] if notes else []),
     ]) + "\n"
     replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
-    replace_atomically(out / "report.csv", lambda temporary: temporary.write_text(_csv_text(rows)))
+    replace_atomically(out / "report.csv", lambda temporary: temporary.write_text(csv_text(rows, CSV_FIELDS)))
     return table
 
 
@@ -394,11 +370,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="where to write report.md, report.csv, figures (default: first dir)")
     args = parser.parse_args(argv)
     out = args.out or args.dirs[0]
-    try:
+    with exit_on_user_error("made-report"):
         table = report(args.dirs, out)
-    except ReportError as error:
-        print(f"made-report: error: {error}", file=sys.stderr)
-        sys.exit(2)
     print(table)
     print(f"\nwrote {out / 'report.md'} and {out / 'report.csv'}")
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["run_metadata", "write_json_atomic", "git_commit", "hardware"]
+__all__ = ["run_metadata", "replace_atomically", "write_json_atomic", "csv_text", "git_commit", "hardware"]
 
 
 def git_commit() -> str:
@@ -62,17 +65,32 @@ def run_metadata(cfg: DictConfig, wall_time_s: float) -> dict:
     }
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(temporary_path)`` on a file beside ``path``, then rename it onto ``path``:
+    readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=True)
-            stream.write("\n")
+        write(Path(temporary))
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    replace_atomically(path, lambda temporary: temporary.write_text(text))
+
+
+def csv_text(rows: list[dict], fields: Sequence[str]) -> str:
+    """Rows as CSV with a header; None becomes an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
