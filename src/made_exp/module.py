@@ -17,6 +17,7 @@ from torch import Tensor
 from made_exp.ensemble import Mixture
 from made_exp.made import MADE
 from made_exp.masking import MaskSchedule
+from made_exp.sampling import sample_mixture
 
 __all__ = ["MADEModule"]
 
@@ -152,8 +153,7 @@ class MADEModule(pl.LightningModule):
 
     def sample_grid(self, path: Path) -> Path | None:
         """Draw ``num_samples`` from the mixture of the test masks and save them as a PNG grid."""
-        from made_exp.sample import save_sample_grid
-        from made_exp.sampling import sample_mixture
+        from made_exp.sample import save_sample_grid  # here: made_exp.sample imports this module (via loading)
 
         if self.num_samples == 0:
             return None
