@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 # Keys that differ between runs of one configuration without changing what is measured.
-IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name"}
-IGNORED_LEAVES = {"seed", "dirpath", "default_root_dir", "save_dir", "data_dir"}
+IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name", "seeds", "resume", "overwrite"}
+IGNORED_LEAVES = {"seed", "dirpath", "default_root_dir", "save_dir", "data_dir", "download"}
 # Keys the masks group sets together; the configuration label already names them.
 MASK_KEYS = {"masks.schedule", "masks.val_num_masks", "model.num_masks", "ensemble.num_masks",
              "ensemble.mask_source", "model.hidden_sizes"}
