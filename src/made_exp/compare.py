@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
-from made_exp.report import dataset_name, save_figure, subplots
+from made_exp.report import dataset_name, results_files, save_figure, subplots
 from made_exp.results import csv_text, replace_atomically, write_json_atomic
 
 __all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",
@@ -52,17 +52,12 @@ METRICS = {
 
 
 class CompareError(UserError):
-    """Nothing to compare: a missing directory, no runs, an unknown strategy in ``--set``."""
+    """An unknown strategy in ``--set`` (no runs at all is made_exp.report.ReportError)."""
 
 
 def find_runs(root: Path) -> list[Path]:
     """The made-train run dirs (they hold ``results.json``) under ``root``, sorted."""
-    if not root.is_dir():
-        raise CompareError(f"{root} is not a directory")
-    runs = sorted(path.parent for path in root.rglob("results.json"))
-    if not runs:
-        raise CompareError(f"no made-train runs (results.json) under {root}")
-    return runs
+    return [path.parent for path in results_files(root)]
 
 
 def parse_overrides(items: list[str]) -> dict[str, list[str]]:

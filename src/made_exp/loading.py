@@ -1,4 +1,4 @@
-"""Rebuild a finished run (config, data, trained model) from its run directory."""
+"""Build the module a config describes, and rebuild a finished run (config, data, trained model) from its dir."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from made_exp.errors import RunDirError
 from made_exp.module import MADEModule
 
-__all__ = ["load_run", "find_checkpoint"]
+__all__ = ["build_module", "load_run", "find_checkpoint"]
 
 
 def find_checkpoint(run_dir: Path) -> Path:
@@ -22,6 +22,17 @@ def find_checkpoint(run_dir: Path) -> Path:
             return path
     raise RunDirError(
         f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt (is this a made-train run dir?)"
+    )
+
+
+def build_module(cfg: DictConfig, input_dim: int) -> MADEModule:
+    """The untrained MADEModule a config describes: model, optimiser, mask schedule and ensemble."""
+    return instantiate(
+        cfg.module,
+        model=instantiate(cfg.model, input_dim=input_dim),
+        optimizer=instantiate(cfg.optimizer),
+        masks=instantiate(cfg.masks),
+        ensemble=instantiate(cfg.ensemble),
     )
 
 
@@ -39,11 +50,7 @@ def load_run(run_dir: str | Path, ensemble: DictConfig | None = None) -> tuple[D
     if ensemble is not None:
         cfg.ensemble = ensemble
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_dim=datamodule.input_dim)
-    module = instantiate(
-        cfg.module, model=model, optimizer=instantiate(cfg.optimizer),
-        masks=instantiate(cfg.masks), ensemble=instantiate(cfg.ensemble),
-    )
+    module = build_module(cfg, datamodule.input_dim)
     checkpoint = torch.load(find_checkpoint(run_dir), map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])
     return cfg, datamodule, module

@@ -27,7 +27,7 @@ from made_exp.results import csv_text, replace_atomically
 
 __all__ = [
     "Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main",
-    "dataset_name", "save_figure", "subplots",
+    "dataset_name", "results_files", "save_figure", "subplots",
 ]
 
 # Keys that differ between runs of one configuration without changing what is measured.
@@ -150,14 +150,19 @@ def load_run(path: Path) -> Run | None:
     )
 
 
+def results_files(directory: Path) -> list[Path]:
+    """Every ``results.json`` under ``directory``, sorted; ReportError when there is none."""
+    paths = sorted(Path(directory).rglob("results.json")) if Path(directory).is_dir() else []
+    if not paths:
+        raise ReportError(f"no results.json under {directory}")
+    return paths
+
+
 def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
     """Every run under ``dirs`` with a ``test/nll``, and the results files that have none."""
     runs, without_nll = [], []
     for directory in dirs:
-        paths = sorted(Path(directory).rglob("results.json")) if Path(directory).is_dir() else []
-        if not paths:
-            raise ReportError(f"no results.json under {directory}")
-        for path in paths:
+        for path in results_files(directory):
             run = load_run(path)
             if run is None:
                 without_nll.append(path)

@@ -28,6 +28,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from made_exp.config import ConfigError, register_configs, validate_config
 from made_exp.errors import UserError
+from made_exp.loading import build_module
 from made_exp.results import run_metadata, write_json_atomic
 from made_exp.sweep import run_job
 
@@ -77,14 +78,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
 
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # read and validate the data before anything is written
-    model = instantiate(cfg.model, input_dim=datamodule.input_dim)
-    module = instantiate(
-        cfg.module,
-        model=model,
-        optimizer=instantiate(cfg.optimizer),
-        masks=instantiate(cfg.masks),
-        ensemble=instantiate(cfg.ensemble),
-    )
+    module = build_module(cfg, datamodule.input_dim)
     with _ddp_ranks_join(output_dir):
         loggers = build_loggers(cfg, output_dir)
         trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
