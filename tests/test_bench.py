@@ -9,7 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from made_exp.bench import QUICK, TARGETS, BaselineMADE, best_block, main, run_benchmarks, training_gemm_flops
+from made_exp.bench import (
+    QUICK,
+    TARGETS,
+    BaselineMADE,
+    best_block,
+    for_device,
+    main,
+    run_benchmarks,
+    training_gemm_flops,
+)
 from made_exp.made import MADE, hidden_mask, output_mask
 from made_exp.sampling import sample_incremental, sample_naive
 
@@ -32,6 +41,7 @@ TINY = replace(
     big_hidden=(24, 24),
     naive_positions=None,
     big_naive_positions=3,
+    paper_training=True,
 )
 
 KEYS = [
@@ -56,6 +66,8 @@ KEYS = [
     "big_naive_sample_s",
     "big_incremental_sample_s",
     "big_sampler_speedup",
+    "paper_mnist_examples_per_s",
+    "paper_mnist_gemm_tflops",
     "peak_rss_mb",
     "num_threads",
 ]
@@ -83,6 +95,22 @@ def test_every_key_is_positive_and_finite(tiny_results):
         assert tiny_results[key]
     assert tiny_results["dataset"] == "dna (absent: random bits)"
     assert set(TARGETS) - {"ensemble_1000_gemm_fraction"} <= set(tiny_results)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_every_key_is_finite_on_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("MADE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MADE_CACHE_DIR", str(tmp_path))
+    results = run_benchmarks(replace(TINY, device="cuda"))
+    for key in KEYS + ["peak_gpu_memory_mb"]:
+        assert math.isfinite(results[key]) and results[key] > 0, key
+    assert results["gpu"]
+
+
+def test_for_device_keeps_cpu_sizes_and_enlarges_gpu_work():
+    assert for_device(QUICK, "cpu") == replace(QUICK, device="cpu")
+    gpu = for_device(QUICK, "cuda")
+    assert gpu.paper_training and gpu.gemm_square > QUICK.gemm_square and gpu.device == "cuda"
 
 
 def test_cli_prints_the_table_and_writes_the_json(tiny_results, tmp_path, monkeypatch, capsys):

@@ -4,8 +4,12 @@ Every throughput is the best of ``repeats`` timed blocks of ``steps`` calls afte
 least-disturbed block on a shared machine), and GEMM-bound work is reported as a fraction of the
 fp32 GEMM peak measured in the same run. Prints a table and one JSON object (``--json PATH`` writes it).
 
-    made-bench            # a few minutes on 2 cores
-    made-bench --quick    # under a minute: fewer steps, smaller slices, naive big-model sampling extrapolated
+    made-bench                  # a few minutes on 2 cores
+    made-bench --quick          # under a minute: fewer steps, smaller slices, naive big-model sampling extrapolated
+    made-bench --device cuda    # on a GPU (the default where one is present), plus paper-size MNIST training
+
+On a GPU every timed block ends with a synchronisation, the GEMM peak is taken at 8192^3 as well, and
+``torch.backends`` precision is the fp32 default ("highest": no TF32) unless ``--matmul-precision`` says otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from made_exp.config import MATMUL_PRECISIONS
 from made_exp.data import BinarizedDataModule, DataError, TensorBatches, dataset_info, load_npz_splits, resolve_dataset
 from made_exp.ensemble import Mixture
 from made_exp.made import MADE
@@ -59,21 +64,32 @@ class BenchConfig:
     big_hidden: tuple[int, ...] = (8000, 8000)
     naive_positions: int | None = None  # time only this many naive passes and extrapolate to D (None: all D)
     big_naive_positions: int = 16
+    device: str = "cpu"
+    paper_training: bool = False  # also time 784-8000-8000-784 training steps (Adagrad; GPU-sized)
 
 
 FULL = BenchConfig()
 QUICK = replace(FULL, steps=10, repeats=3, warmup=3, ensemble_examples=(1000, 100), big_naive_positions=4)
 
 
-def best_seconds_per_call(fn: Callable[[], object], steps: int, repeats: int, warmup: int) -> float:
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously); nothing to wait for on CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_seconds_per_call(fn: Callable[[], object], steps: int, repeats: int, warmup: int,
+                          device: str = "cpu") -> float:
     """Seconds per call of ``fn``: the fastest of ``repeats`` blocks of ``steps`` calls, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     best = math.inf
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             fn()
+        synchronize(device)
         best = min(best, (time.perf_counter() - start) / steps)
     return best
 
@@ -101,17 +117,18 @@ def training_gemm_flops(batch_size: int, widths: Sequence[int]) -> int:
 def gemm_peak_gflops(config: BenchConfig, input_dim: int) -> float:
     """Best fp32 GEMM rate over the training step's GEMMs (in their real transposes) and a square one."""
     b, d, h, n = config.batch_size, input_dim, config.hidden, config.gemm_square
+    randn = functools.partial(torch.randn, device=config.device)
     shapes = [  # (left, right) operands as the step multiplies them
-        (torch.randn(b, d), torch.randn(h, d).T),  # forward, hidden layer
-        (torch.randn(b, h), torch.randn(d, h).T),  # forward, output layer
-        (torch.randn(b, d), torch.randn(d, h)),  # backward, gradient w.r.t. the hidden units
-        (torch.randn(b, d).T, torch.randn(b, h)),  # backward, weight gradients
-        (torch.randn(n, n), torch.randn(n, n)),
+        (randn(b, d), randn(h, d).T),  # forward, hidden layer
+        (randn(b, h), randn(d, h).T),  # forward, output layer
+        (randn(b, d), randn(d, h)),  # backward, gradient w.r.t. the hidden units
+        (randn(b, d).T, randn(b, h)),  # backward, weight gradients
+        (randn(n, n), randn(n, n)),
     ]
     rates = []
     for left, right in shapes:
         multiply = functools.partial(torch.mm, left, right)
-        seconds = best_seconds_per_call(multiply, config.steps, config.repeats, config.warmup)
+        seconds = best_seconds_per_call(multiply, config.steps, config.repeats, config.warmup, config.device)
         rates.append(2 * left.shape[0] * left.shape[1] * right.shape[1] / seconds / 1e9)
     return max(rates)
 
@@ -169,17 +186,21 @@ class ResidentDataModule(BinarizedDataModule):
 
 
 class StepTimer(pl.Callback):
-    """Start time and number of minibatches of every training batch, and the end of the last."""
+    """Start time and number of minibatches of every training batch, and the end of the last; on a GPU,
+    each stamp follows a synchronisation."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
         self.stamps: list[float] = []
         self.minibatches: list[int] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        synchronize(self.device)
         self.stamps.append(time.perf_counter())
         self.minibatches.append(len(batch))
 
     def on_train_end(self, trainer, pl_module) -> None:
+        synchronize(self.device)
         self.stamps.append(time.perf_counter())
 
 
@@ -187,10 +208,10 @@ def _adam(parameters, fused: bool = True) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=1e-3, fused=fused)
 
 
-def _build(input_dim: int, hidden: Sequence[int]) -> MADE:
+def _build(input_dim: int, hidden: Sequence[int], device: str = "cpu") -> MADE:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a narrow layer can cut an input off: irrelevant to speed
-        return MADE(input_dim, list(hidden))
+        return MADE(input_dim, list(hidden)).to(device)
 
 
 def bare_seconds_per_step(model: nn.Module, train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimizer,
@@ -209,19 +230,20 @@ def bare_seconds_per_step(model: nn.Module, train: Tensor, config: BenchConfig, 
         loss(x).backward()
         optimizer.step()
 
-    return best_seconds_per_call(step, config.steps, config.repeats, config.warmup)
+    return best_seconds_per_call(step, config.steps, config.repeats, config.warmup, config.device)
 
 
 def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
                                minibatches_per_step: int) -> float:
-    """Seconds per minibatch through ``Trainer.fit`` with MADEModule, startup excluded."""
+    """Seconds per minibatch through ``Trainer.fit`` with MADEModule, startup excluded; the batches come
+    from host memory, as in made-train."""
     model = _build(splits["train"].shape[1], [hidden])
     module = MADEModule(model, functools.partial(_adam), MaskSchedule(), Mixture(num_masks=1), num_samples=0)
     data = ResidentDataModule(splits, config.batch_size, minibatches_per_step)
     lightning_steps = config.warmup + config.steps * config.repeats
-    timer = StepTimer()
+    timer = StepTimer(config.device)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if torch.device(config.device).type == "cuda" else "cpu",
         devices=1,
         max_epochs=-1,
         max_steps=lightning_steps * minibatches_per_step,  # optimiser steps (manual optimisation)
@@ -241,18 +263,18 @@ def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: B
 
 def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig, baseline: bool) -> dict:
     """Examples/s of bare and Lightning training (one mask, Adam, fp32), and of the plain baseline."""
-    train, input_dim = splits["train"], splits["train"].shape[1]
+    train, input_dim = splits["train"].to(config.device), splits["train"].shape[1]
     throughput = {}
     torch.manual_seed(0)
-    model = _build(input_dim, [hidden])
+    model = _build(input_dim, [hidden], config.device)
     bare = bare_seconds_per_step(model, train, config, _adam(model.parameters()), lambda x: -model.log_prob(x).mean())
     throughput["bare"] = bare
-    model = _build(input_dim, [hidden])
+    model = _build(input_dim, [hidden], config.device)
     throughput["bare_unfused_adam"] = bare_seconds_per_step(
         model, train, config, _adam(model.parameters(), fused=False), lambda x: -model.log_prob(x).mean()
     )
     if baseline:
-        net = BaselineMADE(_build(input_dim, [hidden]))
+        net = BaselineMADE(_build(input_dim, [hidden], config.device))
         loss = lambda x: F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()  # noqa: E731
         throughput["baseline"] = bare_seconds_per_step(net, train, config, torch.optim.Adam(net.parameters()), loss)
     throughput["lightning"] = lightning_seconds_per_step(splits, hidden, config, 1)
@@ -267,10 +289,10 @@ def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchCon
 
 def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: BenchConfig) -> dict:
     """Mask-examples/s of the uniform mixture over ``num_masks`` fresh masks on ``num_examples`` test rows."""
-    model = _build(test.shape[1], [config.hidden]).eval()
+    model = _build(test.shape[1], [config.hidden], config.device).eval()
     ensemble = Mixture(num_masks=num_masks, mask_source="fresh", seed=0)
     ensemble.prepare(model)
-    x = test[:num_examples]
+    x = test[:num_examples].to(config.device)
     batches = [x[i : i + config.eval_batch_size] for i in range(0, len(x), config.eval_batch_size)]
 
     def score() -> None:
@@ -278,7 +300,7 @@ def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: 
             for batch in batches:
                 ensemble.log_prob(model, batch)
 
-    seconds = best_seconds_per_call(score, 1, max(1, config.repeats // 2), 1)
+    seconds = best_seconds_per_call(score, 1, max(1, config.repeats // 2), 1, config.device)
     flops = 2 * 2 * test.shape[1] * config.hidden * len(x) * num_masks  # two forward GEMMs per mask
     return {"mask_examples_per_s": len(x) * num_masks / seconds, "gflops": flops / seconds / 1e9}
 
@@ -286,44 +308,80 @@ def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: 
 def naive_seconds(model: MADE, batch: int, positions: int | None, generator: torch.Generator) -> float:
     """Seconds of ``sample_naive`` on mask 0; with ``positions``, the first passes of its loop, extrapolated to D
     (each of the D passes is the same full forward pass)."""
-    mask = model.mask(0)
+    mask, device = model.mask(0), model.output.weight.device
+    synchronize(device)
     start = time.perf_counter()
     if positions is None or positions >= model.input_dim:
         sample_naive(model, mask, batch, generator=generator)
+        synchronize(device)
         return time.perf_counter() - start
-    uniform = torch.rand(batch, model.input_dim, generator=generator)
+    uniform = torch.rand(batch, model.input_dim, generator=generator).to(device)
     x = torch.zeros_like(uniform)
     with torch.no_grad(), model.cache_masked_weights():  # the same loop as sample_naive
         model.set_mask(mask)
         for dim in mask.ordering[:positions].tolist():
             x[:, dim] = (uniform[:, dim] < torch.sigmoid(model(x)[:, dim])).to(x)
+    synchronize(device)
     return (time.perf_counter() - start) * model.input_dim / positions
 
 
-def sampler_benchmark(input_dim: int, hidden: Sequence[int], batch: int, positions: int | None) -> dict:
-    model = _build(input_dim, hidden)
+def incremental_seconds(model: MADE, batch: int, generator: torch.Generator) -> float:
+    device = model.output.weight.device
+    synchronize(device)
+    start = time.perf_counter()
+    sample_incremental(model, model.mask(0), batch, generator=generator)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def sampler_benchmark(input_dim: int, hidden: Sequence[int], batch: int, positions: int | None,
+                      device: str = "cpu") -> dict:
+    model = _build(input_dim, hidden, device)
     generator = torch.Generator().manual_seed(0)
     naive_seconds(model, batch, 2, generator)  # warm-up
     naive = naive_seconds(model, batch, positions, generator)
-    sample_incremental(model, model.mask(0), batch, generator=generator)
-    start = time.perf_counter()
-    sample_incremental(model, model.mask(0), batch, generator=generator)
-    incremental = time.perf_counter() - start
+    incremental_seconds(model, batch, generator)  # warm-up
+    incremental = incremental_seconds(model, batch, generator)
     return {"naive_sample_s": naive, "incremental_sample_s": incremental, "sampler_speedup": naive / incremental}
 
 
-def machine_info() -> dict:
+def paper_training_benchmark(splits: dict[str, Tensor], config: BenchConfig) -> dict:
+    """Examples/s of the bare training step of the paper's MNIST model (784-8000-8000-784, direct
+    connection, Adagrad lr 0.01, batch 100) at the current fp32 matmul precision."""
+    train = splits["train"].to(config.device)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MADE(train.shape[1], list(config.big_hidden), direct_connection="output").to(config.device)
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=0.01)
+    seconds = bare_seconds_per_step(model, train, config, optimizer, lambda x: -model.log_prob(x).mean())
+    widths = [train.shape[1], *config.big_hidden, train.shape[1]]
+    flops = training_gemm_flops(config.batch_size, widths) + 2 * 2 * config.batch_size * train.shape[1] ** 2
+    return {
+        "examples_per_s": config.batch_size / seconds,
+        "ms_per_step": 1e3 * seconds,
+        "epoch_s": len(train) / (config.batch_size / seconds),
+        "gemm_tflops": flops / seconds / 1e12,
+    }
+
+
+def machine_info(device: str = "cpu") -> dict:
     cpu = platform.processor() or "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         lines = cpuinfo.read_text().splitlines()
         cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    return {
+    info = {
         "torch_version": torch.__version__,
         "num_threads": torch.get_num_threads(),
         "cpu": cpu,
+        "device": device,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict:
@@ -331,7 +389,8 @@ def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: N
     splits, dataset = load_splits(config.dataset)
     small_splits, small_dataset = load_splits(config.small_dataset)
     input_dim, small_dim = splits["train"].shape[1], small_splits["train"].shape[1]
-    results: dict = {"config": asdict(config), "dataset": dataset, "small_dataset": small_dataset, **machine_info()}
+    results: dict = {"config": asdict(config), "dataset": dataset, "small_dataset": small_dataset,
+                     **machine_info(config.device)}
 
     log("GEMM peak")
     peak = gemm_peak_gflops(config, input_dim)
@@ -360,14 +419,21 @@ def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: N
         results[f"ensemble_{num_masks}_mask_examples_per_s"] = scored["mask_examples_per_s"]
         results[f"ensemble_{num_masks}_gemm_fraction"] = scored["gflops"] / peak
 
+    if config.paper_training:
+        log(f"training {input_dim}-{'-'.join(map(str, config.big_hidden))}-{input_dim} (Adagrad)")
+        paper = paper_training_benchmark(splits, config)
+        results.update({f"paper_mnist_{key}": value for key, value in paper.items()})
+
     for name, hidden in (("", [config.hidden]), ("big_", list(config.big_hidden))):
         positions = config.naive_positions if name == "" else config.big_naive_positions
         log(f"sampling {input_dim}-{'-'.join(map(str, hidden))}-{input_dim}")
-        sampled = sampler_benchmark(input_dim, hidden, config.sampler_batch, positions)
+        sampled = sampler_benchmark(input_dim, hidden, config.sampler_batch, positions, config.device)
         results.update({f"{name}{key}": value for key, value in sampled.items()})
         results[f"{name}naive_extrapolated_from_passes"] = positions or input_dim
 
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if torch.device(config.device).type == "cuda":
+        results["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(config.device) / 2**20
     return results
 
 
@@ -394,12 +460,26 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def for_device(config: BenchConfig, device: str) -> BenchConfig:
+    """``config`` on ``device``: on a GPU a larger square GEMM for the peak, every test row in both
+    ensembles, and the paper-size training step."""
+    if torch.device(device).type != "cuda":
+        return replace(config, device=device)
+    return replace(config, device=device, gemm_square=8192, ensemble_examples=(10000, 10000), paper_training=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="made-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under a minute on 2 cores")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda[:N] (default: cuda where present)")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                        help="torch.set_float32_matmul_precision: high/medium allow TF32/bf16 inside fp32 GEMMs")
     args = parser.parse_args(argv)
-    results = run_benchmarks(QUICK if args.quick else FULL, log=lambda message: print(f"... {message}", flush=True))
+    torch.set_float32_matmul_precision(args.matmul_precision)
+    config = for_device(QUICK if args.quick else FULL, args.device)
+    results = run_benchmarks(config, log=lambda message: print(f"... {message}", flush=True))
     print(format_table(results))
     text = json.dumps(results, indent=2)
     print(text)

@@ -16,7 +16,9 @@ from made_exp.errors import UserError
 from made_exp.made import ACTIVATIONS, DIRECT_CONNECTIONS, INITS, RESAMPLE_MODES
 from made_exp.masking import OBJECTIVES, SCHEDULES
 
-__all__ = ["ConfigError", "ModelSchema", "MasksSchema", "validate_config", "register_configs"]
+__all__ = ["MATMUL_PRECISIONS", "ConfigError", "ModelSchema", "MasksSchema", "validate_config", "register_configs"]
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
 
 
 class ConfigError(UserError, ValueError):
@@ -65,6 +67,7 @@ def _require_at_least(key: str, value, minimum: int) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for an invalid value before anything is built or read."""
     model, masks = cfg.model, cfg.masks
+    _require_choice("matmul_precision", cfg.get("matmul_precision", "highest"), MATMUL_PRECISIONS)
     _require_choice("model.activation", model.activation, tuple(ACTIVATIONS))
     _require_choice("model.direct_connection", model.direct_connection, DIRECT_CONNECTIONS)
     _require_choice("model.init", model.init, INITS)

@@ -73,6 +73,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     returns (and writes) the results dict."""
     validate_config(cfg)
     started = time.perf_counter()
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 

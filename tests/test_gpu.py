@@ -1,0 +1,62 @@
+"""The same numbers on a GPU as on the CPU (skipped where no GPU is present; run on a lent machine)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import random_made
+from made_exp.ensemble import Mixture
+from made_exp.sampling import sample_incremental, sample_naive
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+def test_log_prob_and_gradients_match_the_cpu():
+    cpu = random_made(11, hidden_sizes=[40, 30], direct_connection="output")
+    gpu = random_made(11, hidden_sizes=[40, 30], direct_connection="output").cuda()
+    x = torch.bernoulli(torch.full((64, 11), 0.5, dtype=torch.float64))
+    for k in range(3):
+        cpu.set_mask(k), gpu.set_mask(k)
+        cpu.zero_grad(), gpu.zero_grad()
+        cpu.log_prob(x).sum().backward()
+        gpu.log_prob(x.cuda()).sum().backward()
+        for mine, reference in zip(gpu.parameters(), cpu.parameters(), strict=True):
+            torch.testing.assert_close(mine.grad.cpu(), reference.grad, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(gpu.log_prob(x.cuda()).cpu(), cpu.log_prob(x), atol=1e-9, rtol=0)
+
+
+def test_incremental_sampler_equals_naive_on_the_gpu():
+    model = random_made(9, hidden_sizes=[30, 20]).cuda()
+    uniform = torch.rand(200, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).cuda()
+    mask = model.mask(2)
+    assert torch.equal(sample_incremental(model, mask, 200, uniform), sample_naive(model, mask, 200, uniform))
+
+
+def test_mixture_matches_the_cpu():
+    cpu, gpu = random_made(8, num_masks=4), random_made(8, num_masks=4).cuda()
+    x = torch.bernoulli(torch.full((32, 8), 0.5, dtype=torch.float64))
+    scores = []
+    for model, data in ((gpu, x.cuda()), (cpu, x)):
+        mixture = Mixture()
+        mixture.prepare(model)
+        scores.append(mixture.log_prob(model, data)["log_prob"].cpu())
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-9, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR")
+def test_made_train_runs_on_the_gpu(tmp_path):
+    command = [sys.executable, "-m", "made_exp.train", "data=dna", "trainer=gpu", "logger=csv",
+               "masks=cycle", "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=3",
+               "matmul_precision=high"]
+    env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert 60 < results["metrics"]["test/nll"] < 130
+    assert results["hardware"]["gpu"]
