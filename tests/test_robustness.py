@@ -159,3 +159,10 @@ def test_same_seed_deterministic_runs_give_bitwise_identical_metrics(tmp_path):
         (run,) = run_dirs(tmp_path / attempt)
         metrics.append(json.loads((run / "results.json").read_text())["metrics"])
     assert metrics[0] == metrics[1]
+
+
+def test_a_run_without_the_wandb_logger_never_needs_wandb(monkeypatch):
+    from made_exp.train import _finish_wandb
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
+    _finish_wandb()

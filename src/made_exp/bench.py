@@ -274,7 +274,7 @@ def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchCon
         model, train, config, _adam(model.parameters(), fused=False), lambda x: -model.log_prob(x).mean()
     )
     if baseline:
-        net = BaselineMADE(_build(input_dim, [hidden], config.device))
+        net = BaselineMADE(_build(input_dim, [hidden], config.device)).to(config.device)
         loss = lambda x: F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()  # noqa: E731
         throughput["baseline"] = bare_seconds_per_step(net, train, config, torch.optim.Adam(net.parameters()), loss)
     throughput["lightning"] = lightning_seconds_per_step(splits, hidden, config, 1)

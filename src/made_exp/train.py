@@ -150,10 +150,10 @@ def _print_summary(results: dict) -> None:
 
 
 def _finish_wandb() -> None:
-    """Close the W&B run so the next job of a multirun starts its own."""
-    import wandb
-
-    if wandb.run is not None:
+    """Close the W&B run so the next job of a multirun starts its own (a run without the W&B logger
+    never imports wandb, so it runs where wandb is not installed)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
         wandb.finish()
 
 
