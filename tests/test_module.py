@@ -14,13 +14,14 @@ from made_exp.masking import MaskSchedule
 from made_exp.module import MADEModule
 
 
-def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9, **masks):
+def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9,
+        compile_model: bool = False, **masks):
     pl.seed_everything(0, verbose=False)
     datamodule = SyntheticDataModule(input_dim=8, num_train=330, num_valid=100, num_test=100, batch_size=32,
                                      minibatches_per_step=minibatches_per_step)
     model = MADE(8, [24], num_masks=3, seed=0)
     module = MADEModule(model, partial(torch.optim.Adam, lr=1e-2), MaskSchedule(schedule, val_num_masks=3, **masks),
-                        Mixture(), lr_decay=lr_decay, num_samples=0)
+                        Mixture(), lr_decay=lr_decay, num_samples=0, compile_model=compile_model)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, deterministic=True)
     trainer.fit(module, datamodule=datamodule)
@@ -35,6 +36,19 @@ def test_grouped_minibatches_train_exactly_like_single_ones(schedule):
     for (name, a), (_, b) in zip(one.state_dict().items(), grouped.state_dict().items(), strict=True):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    _, eager, _ = fit(1, "cycle", epochs=1)
+    _, compiled, _ = fit(1, "cycle", epochs=1, compile_model=True)
+    assert torch._dynamo.utils.counters["frames"]["ok"] > 0  # the forward really ran compiled
+    for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items(), strict=True):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_learning_rate_decays_per_epoch():

@@ -32,6 +32,8 @@ class MADEModule(pl.LightningModule):
         ensemble: the test-time combination of masks (see ``made_exp.ensemble``).
         lr_decay: per-epoch multiplicative learning-rate decay (1 = none).
         num_samples: samples drawn after testing for the sample grid (0 = none).
+        compile_model: compile MADE's forward with ``torch.compile`` (in place, so checkpoints keep
+            their keys); changing masks does not recompile, since masks are buffers.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class MADEModule(pl.LightningModule):
         ensemble,
         lr_decay: float = 1.0,
         num_samples: int = 64,
+        compile_model: bool = False,
     ):
         super().__init__()
         self.model = model
@@ -50,6 +53,8 @@ class MADEModule(pl.LightningModule):
         self.ensemble = ensemble
         self.lr_decay = lr_decay
         self.num_samples = num_samples
+        self.compile_model = compile_model
+        self._compiled = False
         self.nats_to_bpd = 1.0 / (model.input_dim * math.log(2))
         self.validation_ensemble = Mixture(
             num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=4321
@@ -57,6 +62,12 @@ class MADEModule(pl.LightningModule):
         self.test_results: dict[str, float] = {}
         self.per_mask_nll: list[float] = []  # test NLL of each mask on its own, when the ensemble reports them
         self._sums: dict[str, Tensor] = {}
+
+    def configure_model(self) -> None:
+        """Compile once (lazily: at the first forward); Lightning calls this for fit and again for test."""
+        if self.compile_model and not self._compiled:
+            self.model.compile()
+            self._compiled = True
 
     automatic_optimization = False  # one optimiser step per minibatch, several minibatches per Lightning step
 
