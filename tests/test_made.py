@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+from conftest import random_made
 from made_exp.made import ACTIVATIONS, DIRECT_CONNECTIONS, MADE, Mask, MaskedLinear
 
 OPTIONS = list(
@@ -168,3 +169,25 @@ def test_masked_linear_ignores_masked_weights():
 def test_invalid_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MADE(5, **{"hidden_sizes": [8], **kwargs})
+
+
+def test_baked_mask_gives_the_same_outputs_and_kept_gradients_and_refuses_another_mask():
+    model = random_made(7, num_masks=2, hidden_sizes=[16, 12], direct_connection="full")
+    x = torch.bernoulli(torch.full((10, 7), 0.5, dtype=torch.float64))
+    model.set_mask(1)
+    expected = model.log_prob(x)
+    expected.sum().backward()
+    expected_grads = [layer.weight.grad.clone() for layer in model.masked_layers()]
+    model.zero_grad()
+    model.bake_mask()
+    torch.testing.assert_close(model.log_prob(x), expected, atol=1e-12, rtol=0)
+    model.log_prob(x).sum().backward()
+    for layer, reference in zip(model.masked_layers(), expected_grads, strict=True):
+        assert torch.equal(layer.weight, layer.weight * layer.mask)
+        torch.testing.assert_close(layer.weight.grad * layer.mask, reference, atol=1e-12, rtol=0)
+    model.set_mask(1)  # the same mask again is fine
+    with pytest.raises(RuntimeError, match="baked"):
+        model.set_mask(0)
+    model.unbake_mask()
+    model.set_mask(0)
+    assert not model.mask_baked

@@ -15,11 +15,11 @@ from made_exp.module import MADEModule
 
 
 def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9,
-        compile_model: bool = False, **masks):
+        compile_model: bool = False, num_masks: int = 3, **masks):
     pl.seed_everything(0, verbose=False)
     datamodule = SyntheticDataModule(input_dim=8, num_train=330, num_valid=100, num_test=100, batch_size=32,
                                      minibatches_per_step=minibatches_per_step)
-    model = MADE(8, [24], num_masks=3, seed=0)
+    model = MADE(8, [24], num_masks=num_masks, seed=0)
     module = MADEModule(model, partial(torch.optim.Adam, lr=1e-2), MaskSchedule(schedule, val_num_masks=3, **masks),
                         Mixture(), lr_decay=lr_decay, num_samples=0, compile_model=compile_model)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -49,6 +49,19 @@ def test_compiled_model_trains_like_the_eager_one():
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items(), strict=True):
         if isinstance(a, torch.Tensor):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_one_mask_training_with_the_mask_baked_in_matches_multiplying_it_every_step(monkeypatch):
+    trainer, baked, datamodule = fit(1, "cycle", num_masks=1)
+    monkeypatch.setattr(MaskSchedule, "uses_one_mask", lambda self, model: False)
+    _, plain, _ = fit(1, "cycle", num_masks=1)
+    assert not baked.model.mask_baked  # unbaked after fitting
+    for mine, reference in zip(baked.model.masked_layers(), plain.model.masked_layers(), strict=True):
+        assert torch.equal(mine.weight, mine.weight * mine.mask)  # removed weights stayed zero
+        assert torch.equal(mine.weight, reference.weight * reference.mask)
+        assert torch.equal(mine.bias, reference.bias)
+    x = datamodule.split("test")
+    assert torch.equal(baked.model.log_prob(x), plain.model.log_prob(x))
 
 
 def test_learning_rate_decays_per_epoch():

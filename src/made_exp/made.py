@@ -94,15 +94,21 @@ class MaskedLinear(nn.Linear):
         self.mask_weight = nn.Parameter(torch.zeros(out_features, in_features)) if condition_on_mask else None
         # a dict while MADE.cache_masked_weights is active, else None
         self._masked_weight_cache: dict | None = None
+        self.mask_baked = False  # the weight already holds W * M (MADE.bake_mask)
 
     def set_mask(self, mask: Tensor) -> None:
+        mask = mask.to(self.mask.dtype)
+        if self.mask_baked and not torch.equal(mask, self.mask):
+            raise RuntimeError("the mask is baked into the weights (MADE.bake_mask): unbake_mask() before changing it")
         # a new tensor, not an in-place copy: a graph built under the old mask (e.g. the mixture
         # objective over several masks per minibatch) still needs it for its backward pass
-        self.mask = mask.to(self.mask.dtype)
+        self.mask = mask
 
     def masked_weight(self) -> Tensor:
         """(out, in) W * M, computed every call except for no-grad calls inside ``MADE.cache_masked_weights``,
         which reuse it while the mask is the same tensor."""
+        if self.mask_baked:
+            return self.weight
         cache = self._masked_weight_cache
         if cache is None or torch.is_grad_enabled():
             return self.weight * self.mask
@@ -248,13 +254,44 @@ class MADE(nn.Module):
         self.current_mask = mask
         self._bank_index = requested if isinstance(requested, int) else None
 
+    def masked_layers(self) -> list[MaskedLinear]:
+        return [module for module in self.modules() if isinstance(module, MaskedLinear)]
+
+    @property
+    def mask_baked(self) -> bool:
+        return self.output.mask_baked
+
+    def bake_mask(self) -> None:
+        """Store W * M of the current mask in the weights, so that forward and backward skip the multiply.
+
+        For training on one fixed mask: the outputs and the gradients of the kept weights are those of the
+        unbaked model, but the removed weights get gradients too, so call ``zero_masked_weights`` after every
+        optimiser step (any element-wise optimiser then matches unbaked training exactly). Changing the mask
+        raises until ``unbake_mask``.
+        """
+        for layer in self.masked_layers():
+            layer.mask_baked = True
+        self.zero_masked_weights()
+
+    @torch.no_grad()
+    def zero_masked_weights(self) -> None:
+        """W <- W * M in place, for every layer whose mask is baked."""
+        for layer in self.masked_layers():
+            if layer.mask_baked:
+                layer.weight.mul_(layer.mask)
+
+    def unbake_mask(self) -> None:
+        """Multiply by the mask in every forward again (the weights the mask removed stay zero)."""
+        for layer in self.masked_layers():
+            layer.mask_baked = False
+
     @contextmanager
     def cache_masked_weights(self) -> Iterator[None]:
         """Within the block, no-grad forwards multiply each layer's W * M once per mask instead of once per call.
 
         The weights must not change inside the block; nothing checks (a fused optimiser step leaves no trace).
         """
-        layers = [module for module in self.modules() if isinstance(module, MaskedLinear)]
+        layers = self.masked_layers()
         for layer in layers:
             layer._masked_weight_cache = {}
         try:

@@ -46,6 +46,10 @@ class MaskSchedule:
         self.schedule, self.objective = schedule, objective
         self.samples_per_step, self.val_num_masks = samples_per_step, val_num_masks
 
+    def uses_one_mask(self, model: MADE) -> bool:
+        """Whether every training step uses the same mask (bank mask 0 of a K = 1 bank)."""
+        return self.schedule == "cycle" and model.num_masks == 1
+
     def training_masks(self, model: MADE, step: int) -> list[Mask | int]:
         """The S masks (bank indices or fresh masks) for optimisation step ``step``."""
         first = step * self.samples_per_step

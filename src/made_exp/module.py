@@ -89,6 +89,8 @@ class MADEModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
+            if self.model.mask_baked:
+                self.model.zero_masked_weights()
             total, count = total + loss.detach() * len(minibatch), count + len(minibatch)
         mean = total / count
         if not torch.isfinite(mean):
@@ -98,6 +100,14 @@ class MADEModule(pl.LightningModule):
             )
         self.log("train/nll", mean, prog_bar=True, on_step=False, on_epoch=True, batch_size=count)
         return mean
+
+    def on_train_start(self) -> None:
+        # one fixed mask: keep W * M in the weights rather than multiplying in every forward and backward
+        if self.masks.uses_one_mask(self.model):
+            self.model.bake_mask()
+
+    def on_train_end(self) -> None:
+        self.model.unbake_mask()
 
     def on_train_epoch_end(self) -> None:
         scheduler = self.lr_schedulers()
