@@ -1,6 +1,7 @@
 """The LightningModule: grouped minibatches give the same training, metrics reduce correctly."""
 
 import math
+import os
 from functools import partial
 
 import pytest
@@ -11,7 +12,7 @@ from made_exp.data import SyntheticDataModule
 from made_exp.ensemble import LogitAverage, Mixture
 from made_exp.made import MADE
 from made_exp.masking import MaskSchedule
-from made_exp.module import MADEModule
+from made_exp.module import MADEModule, use_plain_cuda_checks_without_a_driver
 
 
 def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9,
@@ -95,3 +96,15 @@ def test_non_finite_loss_stops_with_a_clear_error():
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     with pytest.raises(FloatingPointError, match="training loss became nan"):
         trainer.fit(module, datamodule=datamodule)
+
+
+@pytest.mark.parametrize("driver", [True, False])
+def test_lightnings_nvml_cuda_check_is_dropped_only_without_a_driver(monkeypatch, driver):
+    def load(name):
+        if not driver:
+            raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr("made_exp.module.ctypes.CDLL", load)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    use_plain_cuda_checks_without_a_driver()
+    assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") == driver
