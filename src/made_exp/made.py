@@ -184,6 +184,7 @@ class MADE(nn.Module):
         for layer, _ in enumerate(hidden_sizes):
             self.register_buffer(f"bank_degrees_{layer}", torch.stack([m.hidden_degrees[layer] for m in bank]))
         self.current_mask = first
+        self._baked_layers: tuple[MaskedLinear, ...] = ()  # see bake_mask
         self._bank_index: int | None = None  # bank index of the masks in the layers, if they came from the bank
         self.set_mask(first)
         _warn_unreachable_inputs(first)
@@ -259,7 +260,7 @@ class MADE(nn.Module):
 
     @property
     def mask_baked(self) -> bool:
-        return self.output.mask_baked
+        return bool(self._baked_layers)
 
     def bake_mask(self) -> None:
         """Store W * M of the current mask in the weights, so that forward and backward skip the multiply.
@@ -269,21 +270,22 @@ class MADE(nn.Module):
         optimiser step (any element-wise optimiser then matches unbaked training exactly). Changing the mask
         raises until ``unbake_mask``.
         """
-        for layer in self.masked_layers():
+        self._baked_layers = tuple(self.masked_layers())
+        for layer in self._baked_layers:
             layer.mask_baked = True
         self.zero_masked_weights()
 
     @torch.no_grad()
     def zero_masked_weights(self) -> None:
         """W <- W * M in place, for every layer whose mask is baked."""
-        for layer in self.masked_layers():
-            if layer.mask_baked:
-                layer.weight.mul_(layer.mask)
+        for layer in self._baked_layers:
+            layer.weight.mul_(layer.mask)
 
     def unbake_mask(self) -> None:
         """Multiply by the mask in every forward again (the weights the mask removed stay zero)."""
-        for layer in self.masked_layers():
+        for layer in self._baked_layers:
             layer.mask_baked = False
+        self._baked_layers = ()
 
     @contextmanager
     def cache_masked_weights(self) -> Iterator[None]:

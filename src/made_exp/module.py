@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
 from made_exp.ensemble import Mixture
@@ -76,6 +78,7 @@ class MADEModule(pl.LightningModule):
         self.num_samples = num_samples
         self.compile_model = compile_model
         self._compiled = False
+        self._plain_backward = False  # set at the start of fitting (see _manual_backward_adds_nothing)
         self.nats_to_bpd = 1.0 / (model.input_dim * math.log(2))
         self.validation_ensemble = Mixture(
             num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=4321
@@ -108,7 +111,10 @@ class MADEModule(pl.LightningModule):
             masks = self.masks.training_masks(self.model, self.global_step)
             loss = self.masks.loss(self.model, minibatch, masks)
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            if self._plain_backward:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
             optimizer.step()
             if self.model.mask_baked:
                 self.model.zero_masked_weights()
@@ -126,6 +132,21 @@ class MADEModule(pl.LightningModule):
         # one fixed mask: keep W * M in the weights rather than multiplying in every forward and backward
         if self.masks.uses_one_mask(self.model):
             self.model.bake_mask()
+        self._plain_backward = self._manual_backward_adds_nothing()
+
+    def _manual_backward_adds_nothing(self) -> bool:
+        """Whether ``manual_backward`` would only call ``loss.backward()`` and hooks that nobody overrides
+        (one device, fp32): then the training loop skips its ~0.1 ms of hook dispatch per minibatch."""
+        trainer = self.trainer
+        if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+            return False
+        hooks = ("on_before_backward", "on_after_backward")
+        overridden = [
+            getattr(type(obj), hook) is not getattr(base, hook)
+            for obj, base in [(self, pl.LightningModule), *((c, pl.Callback) for c in trainer.callbacks)]
+            for hook in hooks
+        ]
+        return not any(overridden)
 
     def on_train_end(self) -> None:
         self.model.unbake_mask()
