@@ -78,20 +78,29 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+def best_seconds_interleaved(fns: dict[str, Callable[[], object]], steps: int, repeats: int, warmup: int,
+                             device: str = "cpu") -> dict[str, float]:
+    """Seconds per call of each function: its fastest of ``repeats`` blocks of ``steps`` calls, after ``warmup``
+    calls. The functions' blocks take turns, so a machine whose speed drifts (a shared VM) biases no ratio."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return best
+
+
 def best_seconds_per_call(fn: Callable[[], object], steps: int, repeats: int, warmup: int,
                           device: str = "cpu") -> float:
-    """Seconds per call of ``fn``: the fastest of ``repeats`` blocks of ``steps`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        synchronize(device)
-        best = min(best, (time.perf_counter() - start) / steps)
-    return best
+    """``best_seconds_interleaved`` of one function."""
+    return best_seconds_interleaved({"fn": fn}, steps, repeats, warmup, device)["fn"]
 
 
 def best_block(stamps: Sequence[float], sizes: Sequence[int], steps: int, repeats: int, warmup: int) -> float:
@@ -114,8 +123,8 @@ def training_gemm_flops(batch_size: int, widths: Sequence[int]) -> int:
     return 2 * sum(per_layer) + sum(per_layer[1:])
 
 
-def gemm_peak_gflops(config: BenchConfig, input_dim: int) -> float:
-    """Best fp32 GEMM rate over the training step's GEMMs (in their real transposes) and a square one."""
+def gemm_calls(config: BenchConfig, input_dim: int) -> dict[str, tuple[Callable[[], Tensor], int]]:
+    """(call, FLOPs) of the training step's GEMMs (in their real transposes) and a square one."""
     b, d, h, n = config.batch_size, input_dim, config.hidden, config.gemm_square
     randn = functools.partial(torch.randn, device=config.device)
     shapes = [  # (left, right) operands as the step multiplies them
@@ -125,12 +134,10 @@ def gemm_peak_gflops(config: BenchConfig, input_dim: int) -> float:
         (randn(b, d).T, randn(b, h)),  # backward, weight gradients
         (randn(n, n), randn(n, n)),
     ]
-    rates = []
-    for left, right in shapes:
-        multiply = functools.partial(torch.mm, left, right)
-        seconds = best_seconds_per_call(multiply, config.steps, config.repeats, config.warmup, config.device)
-        rates.append(2 * left.shape[0] * left.shape[1] * right.shape[1] / seconds / 1e9)
-    return max(rates)
+    return {
+        f"gemm_{index}": (functools.partial(torch.mm, left, right), 2 * left.shape[0] * left.shape[1] * right.shape[1])
+        for index, (left, right) in enumerate(shapes)
+    }
 
 
 class MaskedLinearBaseline(nn.Linear):
@@ -214,9 +221,9 @@ def _build(input_dim: int, hidden: Sequence[int], device: str = "cpu") -> MADE:
         return MADE(input_dim, list(hidden)).to(device)
 
 
-def bare_seconds_per_step(model: nn.Module, train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimizer,
-                          loss: Callable[[Tensor], Tensor], after_step: Callable[[], None] = lambda: None) -> float:
-    """Seconds per hand-written step: next minibatch, forward, backward, optimiser step (then ``after_step``)."""
+def bare_step(train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimizer, loss: Callable[[Tensor], Tensor],
+              after_step: Callable[[], None] = lambda: None) -> Callable[[], None]:
+    """A hand-written training step: next minibatch, forward, backward, optimiser step (then ``after_step``)."""
     generator = torch.Generator().manual_seed(0)
     batches = iter(())
 
@@ -231,7 +238,7 @@ def bare_seconds_per_step(model: nn.Module, train: Tensor, config: BenchConfig, 
         optimizer.step()
         after_step()
 
-    return best_seconds_per_call(step, config.steps, config.repeats, config.warmup, config.device)
+    return step
 
 
 def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
@@ -262,35 +269,62 @@ def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: B
     return best_block(timer.stamps, timer.minibatches, config.steps, config.repeats, config.warmup)
 
 
-def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig, baseline: bool) -> dict:
-    """Examples/s of bare and Lightning training (one mask, Adam, fp32), and of the plain baseline."""
-    train, input_dim = splits["train"].to(config.device), splits["train"].shape[1]
-    throughput = {}
+def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) -> dict[str, Callable[[], None]]:
+    """Hand-written steps of: the one-mask step as MADEModule takes it (mask baked in, fused Adam), the same
+    multiplying W * M in every forward and backward, that with unfused Adam, and the plain baseline."""
+    input_dim, steps = train.shape[1], {}
     torch.manual_seed(0)
-    model = _build(input_dim, [hidden], config.device)
-    model.bake_mask()  # what MADEModule does for one mask
-    bare = bare_seconds_per_step(model, train, config, _adam(model.parameters()), lambda x: -model.log_prob(x).mean(),
-                                 model.zero_masked_weights)
-    throughput["bare"] = bare
-    model = _build(input_dim, [hidden], config.device)
-    throughput["bare_unbaked"] = bare_seconds_per_step(
-        model, train, config, _adam(model.parameters()), lambda x: -model.log_prob(x).mean()
-    )
-    throughput["bare_unfused_adam"] = bare_seconds_per_step(
-        model, train, config, _adam(model.parameters(), fused=False), lambda x: -model.log_prob(x).mean()
+    baked, unbaked, unfused = (_build(input_dim, [hidden], config.device) for _ in range(3))
+    baked.bake_mask()
+    steps["bare"] = bare_step(train, config, _adam(baked.parameters()), lambda x: -baked.log_prob(x).mean(),
+                              baked.zero_masked_weights)
+    steps["bare_unbaked"] = bare_step(train, config, _adam(unbaked.parameters()), lambda x: -unbaked.log_prob(x).mean())
+    steps["bare_unfused_adam"] = bare_step(
+        train, config, _adam(unfused.parameters(), fused=False), lambda x: -unfused.log_prob(x).mean()
     )
     if baseline:
         net = BaselineMADE(_build(input_dim, [hidden], config.device)).to(config.device)
         loss = lambda x: F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()  # noqa: E731
-        throughput["baseline"] = bare_seconds_per_step(net, train, config, torch.optim.Adam(net.parameters()), loss)
-    throughput["lightning"] = lightning_seconds_per_step(splits, hidden, config, 1)
-    throughput["lightning_grouped"] = lightning_seconds_per_step(splits, hidden, config, config.minibatches_per_step)
+        steps["baseline"] = bare_step(train, config, torch.optim.Adam(net.parameters()), loss)
+    return steps
+
+
+def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig, baseline: bool,
+                        gemms: dict[str, tuple[Callable[[], Tensor], int]] | None = None) -> dict:
+    """Examples/s of bare and Lightning training (one mask, Adam, fp32), and of the plain baseline; with
+    ``gemms``, the GEMM peak (``gemm_gflops``) timed in turns with the bare steps."""
+    train, input_dim = splits["train"].to(config.device), splits["train"].shape[1]
+    gemms = gemms or {}
+    calls = {**bare_steps(train, hidden, config, baseline), **{name: call for name, (call, _) in gemms.items()}}
+    throughput = best_seconds_interleaved(calls, config.steps, config.repeats, config.warmup, config.device)
+    bare = throughput["bare"]
+    peak = max((flops / throughput.pop(name) / 1e9 for name, (_, flops) in gemms.items()), default=None)
+    throughput.update(lightning_benchmarks(splits, hidden, config, calls["bare"]))
     results = {f"{name}_examples_per_s": config.batch_size / seconds for name, seconds in throughput.items()}
-    results["lightning_overhead_ms_per_step"] = 1e3 * (throughput["lightning"] - bare)
-    results["lightning_grouped_overhead_ms_per_step"] = 1e3 * (throughput["lightning_grouped"] - bare)
+    for name in ("lightning", "lightning_grouped"):
+        results[f"{name}_overhead_ms_per_step"] = 1e3 * (throughput[name] - throughput["bare_during_lightning"])
+        results[f"{name}_vs_bare"] = throughput["bare_during_lightning"] / throughput[name]
     results["bare_gemm_gflop_per_step"] = training_gemm_flops(config.batch_size, [input_dim, hidden, input_dim]) / 1e9
     results["bare_ms_per_step"] = 1e3 * bare
+    if peak is not None:
+        results["gemm_gflops"] = peak
     return results
+
+
+def lightning_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
+                         bare: Callable[[], None]) -> dict[str, float]:
+    """Seconds per minibatch through ``Trainer.fit``, one and ``minibatches_per_step`` minibatches per
+    Lightning step, each the best of ``repeats`` short fits; before each pair of fits, a block of ``bare``
+    steps (``bare_during_lightning``), so that the Lightning/bare ratios compare the same stretch of time."""
+    once = replace(config, repeats=1)
+    groups = {"lightning": 1, "lightning_grouped": config.minibatches_per_step}
+    best = dict.fromkeys(["bare_during_lightning", *groups], math.inf)
+    for _ in range(config.repeats):
+        seconds = best_seconds_per_call(bare, config.steps, 1, 0, config.device)
+        best["bare_during_lightning"] = min(best["bare_during_lightning"], seconds)
+        for name, group in groups.items():
+            best[name] = min(best[name], lightning_seconds_per_step(splits, hidden, once, group))
+    return best
 
 
 def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: BenchConfig) -> dict:
@@ -360,7 +394,8 @@ def paper_training_benchmark(splits: dict[str, Tensor], config: BenchConfig) -> 
         warnings.simplefilter("ignore")
         model = MADE(train.shape[1], list(config.big_hidden), direct_connection="output").to(config.device)
     optimizer = torch.optim.Adagrad(model.parameters(), lr=0.01)
-    seconds = bare_seconds_per_step(model, train, config, optimizer, lambda x: -model.log_prob(x).mean())
+    step = bare_step(train, config, optimizer, lambda x: -model.log_prob(x).mean())
+    seconds = best_seconds_per_call(step, config.steps, config.repeats, config.warmup, config.device)
     widths = [train.shape[1], *config.big_hidden, train.shape[1]]
     flops = training_gemm_flops(config.batch_size, widths) + 2 * 2 * config.batch_size * train.shape[1] ** 2
     return {
@@ -398,26 +433,17 @@ def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: N
     results: dict = {"config": asdict(config), "dataset": dataset, "small_dataset": small_dataset,
                      **machine_info(config.device)}
 
-    log("GEMM peak")
-    peak = gemm_peak_gflops(config, input_dim)
-    results["gemm_gflops"] = peak
-
-    log(f"training {input_dim}-{config.hidden}-{input_dim}")
-    train = training_benchmarks(splits, config.hidden, config, baseline=True)
+    log(f"GEMM peak and training {input_dim}-{config.hidden}-{input_dim}, in turns")
+    train = training_benchmarks(splits, config.hidden, config, baseline=True, gemms=gemm_calls(config, input_dim))
     results.update(train)
+    peak = train["gemm_gflops"]
     results["speedup_vs_baseline"] = train["bare_examples_per_s"] / train["baseline_examples_per_s"]
     results["bare_gemm_fraction"] = train["bare_gemm_gflop_per_step"] / (train["bare_ms_per_step"] / 1e3) / peak
-    results["lightning_vs_bare"] = train["lightning_examples_per_s"] / train["bare_examples_per_s"]
-    results["lightning_grouped_vs_bare"] = train["lightning_grouped_examples_per_s"] / train["bare_examples_per_s"]
 
     log(f"training {small_dim}-{config.small_hidden}-{small_dim}")
     small = training_benchmarks(small_splits, config.small_hidden, config, baseline=False)
     results.update({f"small_{key}": value for key, value in small.items()})
     results["small_bare_gemm_fraction"] = small["bare_gemm_gflop_per_step"] / (small["bare_ms_per_step"] / 1e3) / peak
-    results["small_lightning_vs_bare"] = small["lightning_examples_per_s"] / small["bare_examples_per_s"]
-    results["small_lightning_grouped_vs_bare"] = (
-        small["lightning_grouped_examples_per_s"] / small["bare_examples_per_s"]
-    )
 
     for num_masks, num_examples in zip(config.ensemble_masks, config.ensemble_examples, strict=True):
         log(f"ensemble of {num_masks} masks on {num_examples} test examples")
