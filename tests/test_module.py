@@ -16,7 +16,7 @@ from made_exp.module import MADEModule, use_plain_cuda_checks_without_a_driver
 
 
 def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9,
-        compile_model: bool = False, num_masks: int = 3, **masks):
+        compile_model: bool = False, num_masks: int = 3, callbacks=(), **masks):
     pl.seed_everything(0, verbose=False)
     datamodule = SyntheticDataModule(input_dim=8, num_train=330, num_valid=100, num_test=100, batch_size=32,
                                      minibatches_per_step=minibatches_per_step)
@@ -24,7 +24,7 @@ def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_
     module = MADEModule(model, partial(torch.optim.Adam, lr=1e-2), MaskSchedule(schedule, val_num_masks=3, **masks),
                         Mixture(), lr_decay=lr_decay, num_samples=0, compile_model=compile_model)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True)
+                         enable_model_summary=False, deterministic=True, callbacks=list(callbacks))
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, datamodule
 
@@ -63,6 +63,25 @@ def test_one_mask_training_with_the_mask_baked_in_matches_multiplying_it_every_s
         assert torch.equal(mine.bias, reference.bias)
     x = datamodule.split("test")
     assert torch.equal(baked.model.log_prob(x), plain.model.log_prob(x))
+
+
+class CountBackwards(pl.Callback):
+    def __init__(self):
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module):
+        self.calls += 1
+
+
+def test_backward_hooks_run_when_a_callback_needs_them_and_are_skipped_otherwise():
+    trainer, plain, _ = fit(4, "cycle", epochs=1)
+    assert plain._plain_backward  # nothing overrides the hooks: loss.backward() directly
+    counter = CountBackwards()
+    trainer, hooked, _ = fit(4, "cycle", epochs=1, callbacks=[counter])
+    assert not hooked._plain_backward and counter.calls == trainer.global_step == math.ceil(330 / 32)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), hooked.state_dict().items(), strict=True):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b), name
 
 
 def test_learning_rate_decays_per_epoch():
