@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
 import os
 import tempfile
 import urllib.request
@@ -199,7 +200,10 @@ def _scalar(arrays: dict[str, np.ndarray], key: str, source: str) -> int:
     value = arrays[key]
     if value.size != 1 or value.dtype.kind not in "iuf":
         raise DataError(f"{source}: {key} should be one integer, got {value.dtype} of shape {value.shape}")
-    return int(value.item())
+    number = value.item()
+    if not math.isfinite(number) or number != int(number):
+        raise DataError(f"{source}: {key} should be one integer, got {number}")
+    return int(number)
 
 
 def _check_splits(arrays: dict[str, np.ndarray], info: DatasetInfo, source: str) -> dict[str, Tensor]:
