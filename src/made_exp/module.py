@@ -124,7 +124,7 @@ class MADEModule(pl.LightningModule):
                 f"training loss became {float(total / count)} at step {self.global_step} (epoch {self.current_epoch}); "
                 "the last good checkpoint is kept in the run's checkpoints/ (try a lower learning rate)"
             )
-        self._accumulate("train", "nll", total, count)  # logged once per epoch: self.log costs ~0.1 ms a call
+        self._accumulate("train", "nll", total, count)  # logged once per epoch, not through self.log every step
         return total / count
 
     def on_train_start(self) -> None:
@@ -135,7 +135,7 @@ class MADEModule(pl.LightningModule):
 
     def _manual_backward_adds_nothing(self) -> bool:
         """Whether ``manual_backward`` would only call ``loss.backward()`` and hooks that nobody overrides
-        (one device, fp32): then the training loop skips its ~0.1 ms of hook dispatch per minibatch."""
+        (one device, fp32): then the training loop skips Lightning's hook dispatch for every minibatch."""
         trainer = self.trainer
         if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
             return False
