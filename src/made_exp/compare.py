@@ -23,7 +23,7 @@ from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
 from made_exp.report import dataset_name, results_files, save_figure, subplots
-from made_exp.results import csv_text, replace_atomically, write_json_atomic
+from made_exp.results import csv_text, write_json_atomic, write_text_atomic
 
 __all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",
            "plot_nll_vs_k", "compare", "main"]
@@ -198,8 +198,8 @@ def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None
         table,
         "![test NLL against K per strategy](nll_vs_k.png)",
     ]) + "\n"
-    replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
-    replace_atomically(out / "results.csv", lambda temporary: temporary.write_text(csv_text(rows, CSV_FIELDS)))
+    write_text_atomic(out / "report.md", markdown)
+    write_text_atomic(out / "results.csv", csv_text(rows, CSV_FIELDS))
     return table
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
 from made_exp.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
-from made_exp.results import csv_text, replace_atomically
+from made_exp.results import csv_text, replace_atomically, write_text_atomic
 
 __all__ = [
     "Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main",
@@ -364,8 +364,8 @@ def report(dirs: list[Path], out: Path) -> str:
         "\n\n".join(figures),
         *(["## Notes", "\n".join(f"- {note}" for note in notes)] if notes else []),
     ]) + "\n"
-    replace_atomically(out / "report.md", lambda temporary: temporary.write_text(markdown))
-    replace_atomically(out / "report.csv", lambda temporary: temporary.write_text(csv_text(rows, CSV_FIELDS)))
+    write_text_atomic(out / "report.md", markdown)
+    write_text_atomic(out / "report.csv", csv_text(rows, CSV_FIELDS))
     return table
 
 

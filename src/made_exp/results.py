@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["run_metadata", "replace_atomically", "write_json_atomic", "csv_text", "git_commit", "hardware"]
+__all__ = [
+    "run_metadata", "replace_atomically", "write_text_atomic", "write_json_atomic", "csv_text", "git_commit", "hardware"
+]
 
 
 def git_commit() -> str:
@@ -81,10 +83,14 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see ``replace_atomically``)."""
+    replace_atomically(path, lambda temporary: temporary.write_text(text))
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    replace_atomically(path, lambda temporary: temporary.write_text(text))
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def csv_text(rows: list[dict], fields: Sequence[str]) -> str:
