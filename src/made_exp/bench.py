@@ -244,11 +244,13 @@ def bare_step(train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimiz
 def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
                                minibatches_per_step: int) -> float:
     """Seconds per minibatch through ``Trainer.fit`` with MADEModule, startup excluded; the batches come
-    from host memory, as in made-train."""
+    from host memory, as in made-train. Blocks hold about ``config.steps`` minibatches however they are
+    grouped, as long as the bare steps' blocks: on a noisy machine the fastest of longer blocks is slower."""
     model = _build(splits["train"].shape[1], [hidden])
     module = MADEModule(model, functools.partial(_adam), MaskSchedule(), Mixture(num_masks=1), num_samples=0)
     data = ResidentDataModule(splits, config.batch_size, minibatches_per_step)
-    lightning_steps = config.warmup + config.steps * config.repeats
+    steps = -(-config.steps // minibatches_per_step)  # Lightning steps per block
+    lightning_steps = config.warmup + steps * config.repeats
     timer = StepTimer(config.device)
     trainer = pl.Trainer(
         accelerator="gpu" if torch.device(config.device).type == "cuda" else "cpu",
@@ -266,7 +268,7 @@ def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: B
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, datamodule=data)
-    return best_block(timer.stamps, timer.minibatches, config.steps, config.repeats, config.warmup)
+    return best_block(timer.stamps, timer.minibatches, steps, config.repeats, config.warmup)
 
 
 def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) -> dict[str, Callable[[], None]]:
