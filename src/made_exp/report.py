@@ -271,8 +271,6 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
     swept = {dataset: by_line for dataset, by_line in swept.items() if by_line}
     if not swept:
         return False
-    from matplotlib.ticker import ScalarFormatter
-
     figure, axes = subplots(len(swept))
     for ax, (dataset, by_line) in zip(axes, sorted(swept.items()), strict=True):
         labels = [f"{kind}, hidden {list(dict(rest).get('model.hidden_sizes', ()))}" for kind, rest in by_line]
@@ -282,7 +280,9 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
             stds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ticks = sorted({x for points in by_line.values() for x in points})
+        ax.set_xticks(ticks, [str(x) for x in ticks])  # the numbers of masks that ran, as integers
+        ax.minorticks_off()
         ax.set(title=dataset, xlabel="masks in the test mixture", ylabel="test NLL (nats)")
         if len(set(labels)) == len(labels):  # lines that differ in more than the label says get none
             ax.legend()
