@@ -5,7 +5,9 @@
 #   MADE_DATA_DIR=../shared/data bash experiments/paper/run_cpu.sh [log dir]
 # adult and ocr_letters mask sampling ran afterwards, from commit ecf0c66, with the two commands
 # after the first wait; connect4 mask sampling in a later session, from commit 2f0c5c1, with the last
-# command (there as three single-seed runs, two side by side).
+# command (there as three single-seed runs, two side by side). The last block ran in a third session,
+# from commit 9510112 on an otherwise idle machine: the mask-sampling column as a bank of masks
+# (masks=cycle) and runs with epoch caps far beyond where early stopping ends them.
 # CPU limits (stated in experiments/paper/README.md): the max_epochs caps below, and mask-sampling
 # runs validate on a mixture of 20 fresh masks (published: 300) to fit CPU time; they are still
 # tested on the mixture of 1000 masks.
@@ -42,3 +44,26 @@ sweep adult_fresh experiment=paper_adult seed=0,1,2 masks=fresh masks.val_num_ma
 sweep ocr_letters_fresh experiment=paper_ocr_letters seed=0,1,2 masks=fresh masks.val_num_masks=10 trainer.max_epochs=100 &
 wait
 sweep connect4_fresh experiment=paper_connect4 seed=0,1,2 masks=fresh masks.val_num_masks=20 trainer.max_epochs=400
+
+# Third session (commit 9510112): two queues side by side.
+(
+    sweep mushrooms_cycle8_capped experiment=paper_mushrooms masks=cycle seed=0,1,2 trainer.max_epochs=400
+    sweep connect4_cycle8_capped experiment=paper_connect4 masks=cycle seed=0,1,2 trainer.max_epochs=100
+    sweep connect4_cycle8 experiment=paper_connect4 masks=cycle seed=0,1,2 trainer.max_epochs=1000
+    sweep connect4_single_uncapped experiment=paper_connect4 seed=0,1,2 trainer.max_epochs=1000
+    sweep ocr_letters_cycle8 experiment=paper_ocr_letters masks=cycle seed=0,1,2 trainer.max_epochs=1000
+) > "$LOG/queue_c.txt" 2>&1 &
+(
+    sweep adult_single_adam experiment=paper_adult optimizer=adam seed=0,1,2 trainer.max_epochs=400
+    sweep adult_cycle8_adam experiment=paper_adult optimizer=adam masks=cycle seed=0,1,2 trainer.max_epochs=400
+    sweep adult_fresh_adam experiment=paper_adult optimizer=adam masks=fresh masks.val_num_masks=20 seed=0 \
+        trainer.max_epochs=400
+    sweep mushrooms_cycle8 experiment=paper_mushrooms masks=cycle seed=0,1,2 trainer.max_epochs=3000
+    sweep mushrooms_cycle32 experiment=paper_mushrooms masks=cycle model.num_masks=32 seed=0,1,2 trainer.max_epochs=3000
+    sweep adult_cycle32_adam experiment=paper_adult optimizer=adam masks=cycle model.num_masks=32 seed=0,1,2 \
+        trainer.max_epochs=3000
+    sweep adult_single_uncapped experiment=paper_adult seed=0,1,2 trainer.max_epochs=5000
+    sweep mushrooms_fresh_uncapped experiment=paper_mushrooms masks=fresh masks.val_num_masks=20 seed=0,1,2 \
+        trainer.max_epochs=5000
+) > "$LOG/queue_d.txt" 2>&1 &
+wait
