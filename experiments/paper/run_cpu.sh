@@ -45,7 +45,8 @@ sweep ocr_letters_fresh experiment=paper_ocr_letters seed=0,1,2 masks=fresh mask
 wait
 sweep connect4_fresh experiment=paper_connect4 seed=0,1,2 masks=fresh masks.val_num_masks=20 trainer.max_epochs=400
 
-# Third session (commit 9510112): two queues side by side.
+# Third session (commit 9510112): two queues side by side. There, adult_single_adam ran seed 0 before
+# seeds 1,2, and ocr_letters_cycle8's seeds 1 and 2 ran as single-seed sweeps beside each other.
 (
     sweep mushrooms_cycle8_capped experiment=paper_mushrooms masks=cycle seed=0,1,2 trainer.max_epochs=400
     sweep connect4_cycle8_capped experiment=paper_connect4 masks=cycle seed=0,1,2 trainer.max_epochs=100
