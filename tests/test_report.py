@@ -117,6 +117,28 @@ def test_runs_differing_in_more_than_masks_get_separate_labelled_rows(tmp_path):
     assert labels == ["one mask, hidden [500], optimizer.lr=0.01", "one mask, hidden [500], optimizer.lr=0.1"]
 
 
+def test_a_key_only_newer_runs_record_labels_no_row_unless_rows_would_merge(tmp_path):
+    def run(name: str, lr: float, fused: bool | None, nll: float) -> None:
+        config = fake_config("adult", 0, "cycle", 1, None)
+        config["optimizer"] = {"_target_": "torch.optim.SGD", "lr": lr, **({} if fused is None else {"fused": fused})}
+        write_run(tmp_path / name, config, nll)
+
+    run("old", 0.1, None, 13.1)
+    run("new", 0.01, True, 13.0)
+    main([str(tmp_path), "--out", str(tmp_path)])
+    labels = sorted(row["configuration"] for row in csv.DictReader((tmp_path / "report.csv").open()))
+    assert labels == ["one mask, hidden [500], optimizer.lr=0.01", "one mask, hidden [500], optimizer.lr=0.1"]
+
+    run("new_lr0.1", 0.1, True, 13.2)  # the same as "old" but for the newly recorded key
+    main([str(tmp_path), "--out", str(tmp_path)])
+    labels = sorted(row["configuration"] for row in csv.DictReader((tmp_path / "report.csv").open()))
+    assert labels == [
+        "one mask, hidden [500], optimizer.fused=True, optimizer.lr=0.01",
+        "one mask, hidden [500], optimizer.fused=True, optimizer.lr=0.1",
+        "one mask, hidden [500], optimizer.lr=0.1",
+    ]
+
+
 @pytest.mark.parametrize("make", ["empty", "missing"])
 def test_dir_without_results_exits_2_with_one_line(tmp_path, make):
     target = tmp_path / "runs"

@@ -181,18 +181,39 @@ def group_runs(runs: list[Run]) -> list[Group]:
     by_config: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         by_config[(run.dataset, run.config)].append(run)
-    varying: dict[str, set[str]] = defaultdict(set)
+    labels: dict[tuple, str] = {}
     for dataset in {dataset for dataset, _ in by_config}:
-        configs = [dict(config) for d, config in by_config if d == dataset]
-        keys = set().union(*configs) - MASK_KEYS
-        varying[dataset] = {k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1}
-    groups = []
-    for (dataset, config), members in by_config.items():
-        first, values = members[0], dict(config)
-        extras = [f"{key}={values[key]}" for key in sorted(varying[dataset]) if values.get(key) is not None]
-        label = ", ".join([first.masks_label(), f"hidden {first.hidden_sizes}", *extras])
-        groups.append(Group(dataset, label, sorted(members, key=lambda r: (r.seed is None, r.seed, str(r.run_dir)))))
+        configs = {config: dict(config) for d, config in by_config if d == dataset}
+        # A key that newer runs record and older ones lack names no difference if it has one value
+        # wherever it is recorded; unless that leaves two configurations with the same label.
+        for recorded_only in (True, False):
+            varying = varying_keys(list(configs.values()), recorded_only)
+            named = {config: config_label(by_config[dataset, config][0], values, varying)
+                     for config, values in configs.items()}
+            if len(set(named.values())) == len(named):
+                break
+        labels.update({(dataset, config): label for config, label in named.items()})
+    groups = [
+        Group(dataset, labels[dataset, config], sorted(members, key=lambda r: (r.seed is None, r.seed, str(r.run_dir))))
+        for (dataset, config), members in by_config.items()
+    ]
     return sorted(groups, key=lambda g: (g.dataset, g.runs[0].mask_sampling, g.runs[0].num_masks, g.label))
+
+
+def varying_keys(configs: list[dict], recorded_only: bool) -> set[str]:
+    """Config keys (masks aside) with more than one value over ``configs``; a missing key counts as a
+    value unless ``recorded_only``."""
+    keys = set().union(*configs) - MASK_KEYS
+    return {
+        key for key in keys
+        if len({json.dumps(c.get(key), default=str) for c in configs if key in c or not recorded_only}) > 1
+    }
+
+
+def config_label(run: Run, values: dict, varying: set[str]) -> str:
+    """Masks, hidden sizes and the ``varying`` keys this configuration sets."""
+    extras = [f"{key}={values[key]}" for key in sorted(varying) if values.get(key) is not None]
+    return ", ".join([run.masks_label(), f"hidden {run.hidden_sizes}", *extras])
 
 
 def summarise(group: Group) -> dict:
