@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from made_exp.config import ConfigError
 from made_exp.errors import exit_on_user_error
 from made_exp.loading import load_run
-from made_exp.results import run_metadata, write_json_atomic
+from made_exp.results import git_commit, run_metadata, write_json_atomic
 from made_exp.train import CONFIG_DIR
 
 __all__ = ["evaluate", "main"]
@@ -35,13 +35,13 @@ def ensemble_config(name: str, overrides: list[str]):
 
 def evaluate(run_dir: str | Path, ensemble: str = "mixture", overrides: list[str] | None = None) -> dict:
     """Test metrics of the run's best checkpoint under ``ensemble`` (a conf/ensemble/ name)."""
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()
     cfg, datamodule, module = load_run(run_dir, ensemble_config(ensemble, overrides or []))
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return {"metrics": module.test_results, "per_mask_nll": module.per_mask_nll, "ensemble": ensemble,
-            **run_metadata(cfg, wall_time_s=time.perf_counter() - started)}
+            **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit)}
 
 
 def main(argv: list[str] | None = None) -> None:

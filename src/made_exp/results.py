@@ -57,11 +57,13 @@ def hardware() -> dict[str, str | int]:
     return info
 
 
-def run_metadata(cfg: DictConfig, wall_time_s: float) -> dict:
+def run_metadata(cfg: DictConfig, wall_time_s: float, commit: str) -> dict:
+    """What results.json records beside the metrics; ``commit``: ``git_commit()`` taken when the run
+    started (the checkout may move on while a run trains)."""
     return {
         "seeds": OmegaConf.to_container(cfg.seeds, resolve=True) if "seeds" in cfg else None,
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "wall_time_s": round(wall_time_s, 2),
         "hardware": hardware(),
     }

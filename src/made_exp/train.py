@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from made_exp.config import ConfigError, register_configs, validate_config
 from made_exp.errors import UserError
 from made_exp.loading import build_module
-from made_exp.results import run_metadata, write_json_atomic
+from made_exp.results import git_commit, run_metadata, write_json_atomic
 from made_exp.sweep import run_job
 
 __all__ = ["train", "main"]
@@ -72,7 +72,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     """Fit and test one configuration, continuing from the checkpoint ``resume_from`` if given;
     returns (and writes) the results dict."""
     validate_config(cfg)
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
@@ -96,7 +96,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
                 "best_checkpoint": best,
-                **run_metadata(cfg, wall_time_s=time.perf_counter() - started),
+                **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
             if trainer.is_global_zero:
                 samples = module.sample_grid(output_dir / "samples.png")
