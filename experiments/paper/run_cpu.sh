@@ -68,3 +68,5 @@ sweep connect4_fresh experiment=paper_connect4 seed=0,1,2 masks=fresh masks.val_
         trainer.max_epochs=5000
 ) > "$LOG/queue_d.txt" 2>&1 &
 wait
+# then, from commit 4f5e5f7 (same code), two seeds side by side (the third was stopped for time):
+sweep connect4_cycle32 experiment=paper_connect4 masks=cycle model.num_masks=32 seed=0,1 trainer.max_epochs=3000
