@@ -70,3 +70,5 @@ sweep connect4_fresh experiment=paper_connect4 seed=0,1,2 masks=fresh masks.val_
 wait
 # then, from commit 4f5e5f7 (same code), two seeds side by side (the third was stopped for time):
 sweep connect4_cycle32 experiment=paper_connect4 masks=cycle model.num_masks=32 seed=0,1 trainer.max_epochs=3000
+# and from commit 92ee06c (same training code):
+sweep ocr_letters_single_uncapped experiment=paper_ocr_letters seed=0,1,2 trainer.max_epochs=1000
