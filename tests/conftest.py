@@ -1,8 +1,13 @@
 """Shared test helpers."""
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
+from made_exp.config import register_configs
 from made_exp.made import MADE
+from made_exp.train import CONFIG_DIR
 
 
 def random_made(input_dim: int, num_masks: int = 3, seed: int = 0, **kwargs) -> MADE:
@@ -12,3 +17,12 @@ def random_made(input_dim: int, num_masks: int = 3, seed: int = 0, **kwargs) -> 
     for parameter in model.parameters():
         torch.nn.init.normal_(parameter)
     return model
+
+
+def compose_train(overrides: list[str], with_hydra: bool = True) -> DictConfig:
+    """made-train's config composed with ``overrides``, outside a Hydra run; ``with_hydra``: keep the
+    ``hydra`` node (leave it out to pass the config to ``train``, which resolves every key)."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=with_hydra)

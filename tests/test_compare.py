@@ -9,22 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from conftest import compose_train
 from made_exp.compare import STRATEGIES, compare, main
-from made_exp.config import register_configs, validate_config
-from made_exp.train import CONFIG_DIR
+from made_exp.config import validate_config
 
 BIN = Path(sys.executable).parent
-
-
-def compose_train(overrides: list[str]):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
 def test_experiment_sweeps_k_and_datasets_over_a_cycled_bank():

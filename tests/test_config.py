@@ -3,22 +3,14 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from made_exp.config import ConfigError, register_configs, validate_config
+from conftest import compose_train
+from made_exp.config import ConfigError, validate_config
 from made_exp.train import CONFIG_DIR
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
-
-
-def compose_train(overrides: list[str]):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
 def options(group: str) -> list[str]:

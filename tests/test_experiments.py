@@ -3,23 +3,15 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from made_exp.config import register_configs, validate_config
+from conftest import compose_train
+from made_exp.config import validate_config
 from made_exp.paper import PAPER_MNIST, PAPER_UCI
 from made_exp.train import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
-
-
-def compose_train(overrides: list[str]):
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import compose_train
 from made_exp.data import DATASETS, DataError, load_npz_splits
 from made_exp.made import MADE
 from made_exp.results import write_json_atomic
@@ -173,11 +174,8 @@ def test_a_run_without_the_wandb_logger_never_needs_wandb(monkeypatch):
 def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
     """The checkout can move on while a run trains: results.json keeps the commit of the code that started."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
     from made_exp import train as train_module
-    from made_exp.config import register_configs
 
     fitting = {"started": False}
     fit = pl.Trainer.fit
@@ -188,12 +186,9 @@ def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl.Trainer, "fit", marked_fit)
     monkeypatch.setattr(train_module, "git_commit", lambda: "after-fit" if fitting["started"] else "before-fit")
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=train_module.CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "data=synthetic", "model.hidden_sizes=[8]", "trainer=debug", "trainer.max_epochs=1", "logger=none",
-            "module.num_samples=0", "callbacks=none", f"paths.output_dir={tmp_path}",
-        ])
+    cfg = compose_train([
+        "data=synthetic", "model.hidden_sizes=[8]", "trainer=debug", "trainer.max_epochs=1", "logger=none",
+        "module.num_samples=0", "callbacks=none", f"paths.output_dir={tmp_path}",
+    ], with_hydra=False)
     results = train_module.train(cfg)
     assert fitting["started"] and results["git_commit"] == "before-fit"

@@ -13,14 +13,11 @@ import pytest
 import pytorch_lightning as pl
 import submitit
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from made_exp.config import register_configs
+from conftest import compose_train
 from made_exp.sweep import write_sweep_summary
-from made_exp.train import CONFIG_DIR
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -47,13 +44,6 @@ def made_train(args: list[str], log_dir: Path, timeout: int = 300, wait: bool = 
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def compose_train(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
 
 
 def only(paths) -> Path:
