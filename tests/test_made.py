@@ -5,9 +5,10 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import random_made
-from made_exp.made import ACTIVATIONS, DIRECT_CONNECTIONS, MADE, Mask, MaskedLinear
+from made_exp.made import ACTIVATIONS, DIRECT_CONNECTIONS, MADE, Mask, MaskedLinear, log_bernoulli
 
 OPTIONS = list(
     itertools.product(
@@ -77,6 +78,23 @@ def test_log_prob_is_stable_for_extreme_logits():
     log_prob = model.log_prob(all_binary(5))
     assert torch.isfinite(log_prob).all()
     assert abs(float(torch.logsumexp(log_prob, 0))) < 1e-6
+
+
+def test_log_bernoulli_matches_torch_bce_and_its_gradients():
+    torch.manual_seed(0)
+    logits = torch.cat([torch.linspace(-60, 60, 241), torch.randn(159)]).double().reshape(4, 100)
+    x = torch.bernoulli(torch.full_like(logits, 0.5))
+    reference = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert torch.allclose(log_bernoulli(logits, x), reference, rtol=0, atol=1e-12)
+    fp32 = log_bernoulli(logits.float(), x.float()).double()
+    assert torch.allclose(fp32, reference, rtol=1e-6, atol=100 * 6e-8)  # per-dimension rounding, 100 dimensions
+    probe = (logits[:, :20] / 10).requires_grad_(), x[:, :20].clone().requires_grad_()
+    assert torch.autograd.gradcheck(log_bernoulli, probe)
+
+
+def test_log_bernoulli_upcasts_half_precision_logits():
+    logits, x = torch.randn(3, 8).bfloat16(), torch.ones(3, 8)
+    assert log_bernoulli(logits, x).dtype == torch.float32
 
 
 def test_narrow_hidden_layer_still_autoregressive_and_warns():

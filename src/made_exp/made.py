@@ -330,7 +330,32 @@ def log_bernoulli(logits: Tensor, x: Tensor) -> Tensor:
     """(..., D) logits and {0,1} values -> (...,) sum_d log Bernoulli(x_d; sigmoid(logit_d)), in fp32 or wider."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    return -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none").sum(-1)
+    return BernoulliLogLikelihood.apply(logits, x.to(logits.dtype))
+
+
+class BernoulliLogLikelihood(torch.autograd.Function):
+    """(..., D) logits and values -> (...,) ``sum_d x_d l_d - softplus(l_d)``, with
+    ``softplus(l) = relu(l) + log(1 + exp(-|l|))``; backward ``x - sigmoid(l)`` (and ``l`` for ``x``).
+
+    Written out because ``binary_cross_entropy_with_logits`` goes through ``log_sigmoid``, whose CPU kernel
+    took 0.4 ms on a (100, 784) minibatch here (torch 2.14, 2 cores), a tenth of a 784-500-784 training
+    step; this form takes about 0.1 ms. ``log(1 + e)`` instead of ``log1p(e)`` loses at most 6e-8 nats per
+    dimension in fp32 (an ``e`` below 2^-24 that ``1 + e`` rounds away).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, x)
+        softplus = logits.abs().neg_().exp_().add_(1).log_().add_(logits.clamp_min(0))
+        return (logits * x).sub_(softplus).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        logits, x = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_logits = torch.sigmoid(logits).sub_(x).mul_(grad.neg()) if ctx.needs_input_grad[0] else None
+        grad_x = logits * grad if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
 
 
 def _check_args(input_dim, hidden_sizes, activation, direct_connection, num_masks, resample, init) -> None:
