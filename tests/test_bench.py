@@ -47,6 +47,7 @@ TINY = replace(
 KEYS = [
     "gemm_gflops",
     "bare_examples_per_s",
+    "bare_torch_bce_examples_per_s",
     "bare_unbaked_examples_per_s",
     "bare_unfused_adam_examples_per_s",
     "lightning_examples_per_s",

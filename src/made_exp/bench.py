@@ -271,23 +271,32 @@ def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: B
     return best_block(timer.stamps, timer.minibatches, steps, config.repeats, config.warmup)
 
 
+def bce(model: nn.Module, x: Tensor) -> Tensor:
+    """Mean NLL of the (B, D) minibatch ``x`` through torch's ``binary_cross_entropy_with_logits``, as public
+    MADE implementations compute it."""
+    return F.binary_cross_entropy_with_logits(model(x), x, reduction="none").sum(1).mean()
+
+
 def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) -> dict[str, Callable[[], None]]:
     """Hand-written steps of: the one-mask step as MADEModule takes it (mask baked in, fused Adam), the same
-    multiplying W * M in every forward and backward, that with unfused Adam, and the plain baseline."""
+    with torch's ``binary_cross_entropy_with_logits`` as the loss, the bare step multiplying W * M in every
+    forward and backward, that with unfused Adam, and the plain baseline."""
     input_dim, steps = train.shape[1], {}
     torch.manual_seed(0)
-    baked, unbaked, unfused = (_build(input_dim, [hidden], config.device) for _ in range(3))
-    baked.bake_mask()
+    baked, baked_bce, unbaked, unfused = (_build(input_dim, [hidden], config.device) for _ in range(4))
+    for model in (baked, baked_bce):
+        model.bake_mask()
     steps["bare"] = bare_step(train, config, _adam(baked.parameters()), lambda x: -baked.log_prob(x).mean(),
                               baked.zero_masked_weights)
+    steps["bare_torch_bce"] = bare_step(train, config, _adam(baked_bce.parameters()), functools.partial(bce, baked_bce),
+                                        baked_bce.zero_masked_weights)
     steps["bare_unbaked"] = bare_step(train, config, _adam(unbaked.parameters()), lambda x: -unbaked.log_prob(x).mean())
     steps["bare_unfused_adam"] = bare_step(
         train, config, _adam(unfused.parameters(), fused=False), lambda x: -unfused.log_prob(x).mean()
     )
     if baseline:
         net = BaselineMADE(_build(input_dim, [hidden], config.device)).to(config.device)
-        loss = lambda x: F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()  # noqa: E731
-        steps["baseline"] = bare_step(train, config, torch.optim.Adam(net.parameters()), loss)
+        steps["baseline"] = bare_step(train, config, torch.optim.Adam(net.parameters()), functools.partial(bce, net))
     return steps
 
 
