@@ -192,3 +192,23 @@ def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
     ], with_hydra=False)
     results = train_module.train(cfg)
     assert fitting["started"] and results["git_commit"] == "before-fit"
+
+
+def test_last_checkpoint_is_the_latest_epoch_and_best_the_best_one(tmp_path):
+    """resume= continues from last.ckpt: it must hold the latest epoch even when val/nll stopped improving."""
+    import csv
+
+    from made_exp import train as train_module
+
+    cfg = compose_train([
+        "data=synthetic", "data.num_train=100", "model.hidden_sizes=[256]", "optimizer.lr=0.05",  # overfits
+        "trainer.max_epochs=8", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar",
+        f"paths.output_dir={tmp_path}",
+    ], with_hydra=False)
+    train_module.train(cfg)
+    epochs = {name: torch.load(tmp_path / "checkpoints" / f"{name}.ckpt", weights_only=False)["epoch"]
+              for name in ("best", "last")}
+    with open(tmp_path / "csv" / "version_0" / "metrics.csv") as metrics:
+        val_nll = {int(row["epoch"]): float(row["val/nll"]) for row in csv.DictReader(metrics) if row["val/nll"]}
+    assert epochs["last"] == 7
+    assert epochs["best"] == min(val_nll, key=val_nll.get) < 7  # the two differ: the test can tell them apart

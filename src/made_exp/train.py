@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from made_exp.config import ConfigError, register_configs, validate_config
@@ -88,7 +89,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
 
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-            checkpoint = trainer.checkpoint_callback
+            checkpoint = _best_checkpoint(trainer)
             best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
             trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             results = {
@@ -135,8 +136,13 @@ def _ddp_ranks_join(output_dir: Path) -> Iterator[None]:
         sys.argv = saved_argv
 
 
+def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best validation score (best.ckpt; last.ckpt's monitors nothing)."""
+    return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+
+
 def _best_validation(trainer: pl.Trainer) -> dict[str, float]:
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = _best_checkpoint(trainer)
     if checkpoint is None or checkpoint.best_model_score is None:
         return {}
     return {"val/best_nll": float(checkpoint.best_model_score)}
