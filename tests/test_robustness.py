@@ -1,5 +1,6 @@
 """Bad input gets one clear line and exit status 2, nothing half-written; numbers are reproducible."""
 
+import csv
 import io
 import json
 import os
@@ -196,8 +197,6 @@ def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
 
 def test_last_checkpoint_is_the_latest_epoch_and_best_the_best_one(tmp_path):
     """resume= continues from last.ckpt: it must hold the latest epoch even when val/nll stopped improving."""
-    import csv
-
     from made_exp import train as train_module
 
     cfg = compose_train([

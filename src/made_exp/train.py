@@ -137,7 +137,7 @@ def _ddp_ranks_join(output_dir: Path) -> Iterator[None]:
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The checkpoint callback that keeps the best validation score (best.ckpt; last.ckpt's monitors nothing)."""
+    """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
     return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
 
 
