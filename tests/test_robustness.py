@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import compose_train
+from made_exp import train as train_module
 from made_exp.data import DATASETS, DataError, load_npz_splits
 from made_exp.made import MADE
 from made_exp.results import write_json_atomic
@@ -176,8 +177,6 @@ def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
     """The checkout can move on while a run trains: results.json keeps the commit of the code that started."""
     import pytorch_lightning as pl
 
-    from made_exp import train as train_module
-
     fitting = {"started": False}
     fit = pl.Trainer.fit
 
@@ -197,8 +196,6 @@ def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
 
 def test_last_checkpoint_is_the_latest_epoch_and_best_the_best_one(tmp_path):
     """resume= continues from last.ckpt: it must hold the latest epoch even when val/nll stopped improving."""
-    from made_exp import train as train_module
-
     cfg = compose_train([
         "data=synthetic", "data.num_train=100", "model.hidden_sizes=[256]", "optimizer.lr=0.05",  # overfits
         "trainer.max_epochs=8", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar",

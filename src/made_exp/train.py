@@ -93,7 +93,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
             trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             results = {
-                "metrics": {**_best_validation(trainer), **module.test_results},
+                "metrics": {**_best_validation(checkpoint), **module.test_results},
                 "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
                 "best_checkpoint": best,
@@ -141,8 +141,7 @@ def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
     return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
 
 
-def _best_validation(trainer: pl.Trainer) -> dict[str, float]:
-    checkpoint = _best_checkpoint(trainer)
+def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:
     if checkpoint is None or checkpoint.best_model_score is None:
         return {}
     return {"val/best_nll": float(checkpoint.best_model_score)}
