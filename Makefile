@@ -36,7 +36,7 @@ wandb-sync:  ## upload the offline W&B runs under logs/ (after `wandb login`); s
 	find $${MADE_LOG_DIR:-logs} -type d -name 'offline-run-*' -exec .venv/bin/wandb sync {} +
 
 bench:
-	$(PY) -m made_exp.bench
+	$(PY) -m made_exp.cli.bench
 
 lint:
 	.venv/bin/ruff check src tests

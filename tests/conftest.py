@@ -5,9 +5,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from made_exp.config import register_configs
-from made_exp.made import MADE
-from made_exp.train import CONFIG_DIR
+from made_exp.core.made import MADE
+from made_exp.runs.config import CONFIG_DIR, register_configs
 
 
 def random_made(input_dim: int, num_masks: int = 3, seed: int = 0, **kwargs) -> MADE:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from made_exp.bench import (
+from made_exp.cli.bench import (
     QUICK,
     TARGETS,
     BaselineMADE,
@@ -19,8 +19,8 @@ from made_exp.bench import (
     run_benchmarks,
     training_gemm_flops,
 )
-from made_exp.made import MADE, hidden_mask, output_mask
-from made_exp.sampling import sample_incremental, sample_naive
+from made_exp.core.made import MADE, hidden_mask, output_mask
+from made_exp.core.sampling import sample_incremental, sample_naive
 
 TINY = replace(
     QUICK,
@@ -71,7 +71,7 @@ KEYS = [
     "paper_mnist_examples_per_s",
     "paper_mnist_gemm_tflops",
     "peak_rss_mb",
-    "num_threads",
+    "torch_threads",
 ]
 
 
@@ -93,7 +93,7 @@ def tiny_results(tmp_path_factory):
 def test_every_key_is_positive_and_finite(tiny_results):
     for key in KEYS:
         assert math.isfinite(tiny_results[key]) and tiny_results[key] > 0, key
-    for key in ("torch_version", "cpu", "date"):
+    for key in ("torch", "cpu", "date"):
         assert tiny_results[key]
     assert tiny_results["dataset"] == "dna (absent: random bits)"
     assert set(TARGETS) - {"ensemble_1000_gemm_fraction"} <= set(tiny_results)
@@ -116,7 +116,7 @@ def test_for_device_keeps_cpu_sizes_and_enlarges_gpu_work():
 
 
 def test_cli_prints_the_table_and_writes_the_json(tiny_results, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("made_exp.bench.run_benchmarks", lambda config, log: tiny_results)
+    monkeypatch.setattr("made_exp.cli.bench.run_benchmarks", lambda config, log: tiny_results)
     main(["--quick", "--json", str(tmp_path / "bench.json")])
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(tiny_results))
     assert "bare_gemm_fraction" in capsys.readouterr().out

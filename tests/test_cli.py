@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,24 @@ def test_resuming_a_finished_run_refuses_without_overwrite(dna_run):
     result = run([str(BIN / "made-train"), "data=dna", f"resume={dna_run}"], dna_run.parent)
     assert result.returncode == 2 and "overwrite=true" in result.stderr
     assert (dna_run / "results.json").read_bytes() == before
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_run_trained_before_the_layered_layout_still_loads(dna_run, tmp_path):
+    """Its .hydra/config.yaml names made_exp.made.MADE etc.: made-eval follows the classes to where they are now."""
+    old_run = tmp_path / "old_run"
+    shutil.copytree(dna_run, old_run)
+    config = old_run / ".hydra" / "config.yaml"
+    text = config.read_text()
+    for new, old in [("made_exp.core.made.", "made_exp.made."), ("made_exp.core.masks.", "made_exp.masking."),
+                     ("made_exp.core.ensemble.", "made_exp.ensemble."),
+                     ("made_exp.data.datamodules.", "made_exp.data."),
+                     ("made_exp.lightning.module.", "made_exp.module.")]:
+        assert new in text
+        text = text.replace(new, old)
+    config.write_text(text)
+    result = run([str(BIN / "made-eval"), str(old_run)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((dna_run / "results.json").read_text())["metrics"]["test/nll"]
+    assert json.loads((old_run / "eval_mixture.json").read_text())["metrics"]["test/nll"] == pytest.approx(trained)

@@ -12,8 +12,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import compose_train
-from made_exp.compare import STRATEGIES, compare, main
-from made_exp.config import validate_config
+from made_exp.cli.compare import STRATEGIES, compare, main
+from made_exp.runs.config import validate_config
 
 BIN = Path(sys.executable).parent
 

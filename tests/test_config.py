@@ -7,8 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from conftest import compose_train
-from made_exp.config import ConfigError, validate_config
-from made_exp.train import CONFIG_DIR
+from made_exp.runs.config import CONFIG_DIR, RANGES, ConfigError, compose_ensemble, validate_config
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
 
@@ -21,7 +20,7 @@ def options(group: str) -> list[str]:
 def test_every_config_file_composes(group, option):
     cfg = compose_train([f"{group}={option}"])
     container = OmegaConf.to_container(cfg, resolve=False)
-    assert container["model"]["_target_"] == "made_exp.made.MADE"
+    assert container["model"]["_target_"] == "made_exp.core.made.MADE"
     validate_config(cfg)
 
 
@@ -42,14 +41,47 @@ def test_wrong_type_fails_at_composition():
         compose_train(["model.num_masks=many"])
 
 
-@pytest.mark.parametrize("override,key", [
-    ("model.activation=gelu", "model.activation"),
-    ("model.num_masks=0", "model.num_masks"),
-    ("model.hidden_sizes=[]", "model.hidden_sizes"),
-    ("model.hidden_sizes=[100,-1]", "model.hidden_sizes"),
-    ("masks.schedule=sometimes", "masks.schedule"),
-    ("model.direct_connection=skip", "model.direct_connection"),
+@pytest.mark.parametrize("override,choices", [
+    ("model.activation=gelu", "relu, tanh, sigmoid"),
+    ("model.direct_connection=skip", "none, output, full"),
+    ("masks.schedule=sometimes", "cycle, fresh"),
+    ("trainer.precision=foo", "32-true"),
+    ("matmul_precision=fastest", "highest, high, medium"),
 ])
-def test_invalid_value_names_key_and_choices(override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate_config(compose_train([override]))
+def test_value_outside_its_choices_fails_at_composition_naming_them(override, choices):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train([override])
+    assert choices in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["model.num_masks=0"], "model.num_masks"),
+    (["model.hidden_sizes=[]"], "model.hidden_sizes"),
+    (["model.hidden_sizes=[100,-1]"], "model.hidden_sizes"),
+    (["optimizer.lr=0"], "optimizer.lr"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size"),
+    (["data.minibatches_per_step=0"], "data.minibatches_per_step"),
+    (["trainer.max_epochs=-5"], "trainer.max_epochs"),
+    (["module.lr_decay=0"], "module.lr_decay"),
+    (["ensemble=poe", "ensemble.num_importance_samples=0"], "ensemble.num_importance_samples"),
+    (["seed=-1"], "seed"),
+])
+def test_value_outside_its_range_names_the_key_and_the_bound(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "=.* is not allowed; it must be"):
+        validate_config(compose_train(overrides))
+
+
+def test_every_range_names_a_key_of_a_composed_config():
+    configs = [compose_train(["ensemble=poe"]), compose_train(["ensemble=learned_mixture"])]
+    for key in RANGES:
+        assert any(OmegaConf.select(cfg, key, default="absent") != "absent" for cfg in configs), key
+
+
+def test_made_eval_composes_and_checks_the_ensemble_like_made_train():
+    assert compose_ensemble("poe", ["num_importance_samples=5"]).num_importance_samples == 5
+    with pytest.raises(ConfigError, match="ensemble.num_importance_samples"):
+        compose_ensemble("poe", ["num_importance_samples=0"])
+    with pytest.raises(ConfigCompositionException):
+        compose_ensemble("poe", ["log_z_method=guess"])

@@ -8,25 +8,20 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from conftest import random_made
-from made_exp.ensemble import (
-    BestSingle,
-    LearnedMixture,
-    LogitAverage,
-    Mixture,
-    ProductOfExperts,
+from made_exp.core.ensemble import BestSingle, LearnedMixture, LogitAverage, Mixture, ProductOfExperts
+from made_exp.core.made import MADE
+from made_exp.core.normaliser import poe_log_z_exact, poe_log_z_importance
+from made_exp.core.sampling import sample_mixture
+from made_exp.core.scoring import (
     effective_num_components,
     enumerate_log_probs,
     fit_mixture_weights,
     mask_log_probs,
     mixture_log_prob,
-    poe_log_z_exact,
-    poe_log_z_importance,
 )
-from made_exp.made import MADE
-from made_exp.sampling import sample_mixture
+from made_exp.runs.config import compose_ensemble
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "ensemble"
 
@@ -151,6 +146,6 @@ def test_best_single_picks_best_validation_mask():
 
 @pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*.yaml")), ids=lambda path: path.stem)
 def test_config_instantiates(path):
-    strategy = hydra.utils.instantiate(OmegaConf.load(path))
+    strategy = hydra.utils.instantiate(compose_ensemble(path.stem, []))
     assert strategy.name == path.stem
     assert callable(strategy.prepare) and callable(strategy.log_prob)

@@ -7,9 +7,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import compose_train
-from made_exp.config import validate_config
-from made_exp.paper import PAPER_MNIST, PAPER_UCI
-from made_exp.train import CONFIG_DIR
+from made_exp.runs.config import CONFIG_DIR, validate_config
+from made_exp.runs.paper import PAPER_MNIST, PAPER_UCI
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import random_made
-from made_exp.ensemble import Mixture
-from made_exp.sampling import sample_incremental, sample_naive
+from made_exp.core.ensemble import Mixture
+from made_exp.core.sampling import sample_incremental, sample_naive
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -50,7 +50,7 @@ def test_mixture_matches_the_cpu():
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR")
 def test_made_train_runs_on_the_gpu(tmp_path):
-    command = [sys.executable, "-m", "made_exp.train", "data=dna", "trainer=gpu", "logger=csv",
+    command = [sys.executable, "-m", "made_exp.cli.train", "data=dna", "trainer=gpu", "logger=csv",
                "masks=cycle", "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=3",
                "matmul_precision=high"]
     env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import random_made
-from made_exp.made import ACTIVATIONS, DIRECT_CONNECTIONS, MADE, Mask, MaskedLinear, log_bernoulli
+from made_exp.core.made import ACTIVATIONS, DIRECT_CONNECTIONS, MADE, Mask, MaskedLinear, log_bernoulli
 
 OPTIONS = list(
     itertools.product(
@@ -174,19 +174,6 @@ def test_masked_linear_ignores_masked_weights():
     changed = x.clone()
     changed[:, 1:] += 1.0
     assert torch.allclose(layer(x)[:, 0], layer(changed)[:, 0])
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    ({"hidden_sizes": []}, "hidden_sizes"),
-    ({"hidden_sizes": [0]}, "hidden_sizes"),
-    ({"activation": "gelu"}, "activation"),
-    ({"direct_connection": "skip"}, "direct_connection"),
-    ({"num_masks": 0}, "num_masks"),
-    ({"resample": "some"}, "resample"),
-])
-def test_invalid_arguments_are_named(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        MADE(5, **{"hidden_sizes": [8], **kwargs})
 
 
 def test_baked_mask_gives_the_same_outputs_and_kept_gradients_and_refuses_another_mask():

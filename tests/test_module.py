@@ -8,11 +8,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from made_exp.data import SyntheticDataModule
-from made_exp.ensemble import LogitAverage, Mixture
-from made_exp.made import MADE
-from made_exp.masking import MaskSchedule
-from made_exp.module import MADEModule, use_plain_cuda_checks_without_a_driver
+from made_exp.core.ensemble import LogitAverage, Mixture
+from made_exp.core.made import MADE
+from made_exp.core.masks import MaskSchedule
+from made_exp.data.datamodules import SyntheticDataModule
+from made_exp.lightning.module import MADEModule, use_plain_cuda_checks_without_a_driver
 
 
 def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9,
@@ -123,7 +123,7 @@ def test_lightnings_nvml_cuda_check_is_dropped_only_without_a_driver(monkeypatch
         if not driver:
             raise OSError(f"{name}: cannot open shared object file")
 
-    monkeypatch.setattr("made_exp.module.ctypes.CDLL", load)
+    monkeypatch.setattr("made_exp.lightning.module.ctypes.CDLL", load)
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     use_plain_cuda_checks_without_a_driver()
     assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") == driver

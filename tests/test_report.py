@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from made_exp.paper import MASK_SAMPLING, ONE_MASK, PAPER_MNIST, PAPER_UCI, mnist_column, paper_value
-from made_exp.report import main
+from made_exp.cli.report import main
+from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, PAPER_MNIST, PAPER_UCI, mnist_column, paper_value
 
 DNA_ONE_MASK = [84.0, 85.0, 86.5]
 DNA_FRESH = [80.0, 80.5, 81.5]
@@ -20,7 +20,8 @@ def fake_config(dataset: str, seed: int, schedule: str, bank: int, test_masks: i
     run_dir = f"/logs/train/multiruns/x/{seed}"
     return {
         "seed": seed,
-        "data": {"_target_": "made_exp.data.NPZDataModule", "name": dataset, "batch_size": 100, "seed": seed},
+        "data": {"_target_": "made_exp.data.datamodules.NPZDataModule", "name": dataset, "batch_size": 100,
+                 "seed": seed},
         "model": {"hidden_sizes": list(hidden), "num_masks": bank, "seed": seed, "direct_connection": "output"},
         "masks": {"schedule": schedule, "val_num_masks": 300 if schedule == "fresh" else bank},
         "ensemble": {"num_masks": test_masks, "mask_source": "fresh" if schedule == "fresh" else "bank"},
@@ -144,7 +145,7 @@ def test_dir_without_results_exits_2_with_one_line(tmp_path, make):
     target = tmp_path / "runs"
     if make == "empty":
         (target / "0" / ".hydra").mkdir(parents=True)
-    result = subprocess.run([sys.executable, "-m", "made_exp.report", str(target)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "made_exp.cli.report", str(target)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == f"made-report: error: no results.json under {target}"
     assert not (target / "report.md").exists()

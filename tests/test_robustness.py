@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import compose_train
-from made_exp import train as train_module
-from made_exp.data import DATASETS, DataError, load_npz_splits
-from made_exp.made import MADE
-from made_exp.results import write_json_atomic
+from made_exp.cli import train as train_module
+from made_exp.core.made import MADE
+from made_exp.data.files import DATASETS, DataError, load_npz_splits
+from made_exp.runs.results import write_json_atomic
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -167,7 +167,7 @@ def test_same_seed_deterministic_runs_give_bitwise_identical_metrics(tmp_path):
 
 
 def test_a_run_without_the_wandb_logger_never_needs_wandb(monkeypatch):
-    from made_exp.train import _finish_wandb
+    from made_exp.cli.train import _finish_wandb
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     _finish_wandb()

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from conftest import random_made
-from made_exp.ensemble import enumerate_log_probs, mask_log_probs, mixture_log_prob, product_log_prob
-from made_exp.made import Mask
-from made_exp.sampling import (
+from made_exp.core.made import Mask
+from made_exp.core.sampling import (
     impute,
     sample_incremental,
     sample_mixture,
@@ -18,6 +17,7 @@ from made_exp.sampling import (
     sample_poe_exact,
     sample_poe_sir,
 )
+from made_exp.core.scoring import enumerate_log_probs, mask_log_probs, mixture_log_prob, product_log_prob
 
 
 def exact_probabilities(log_prob, input_dim: int) -> torch.Tensor:

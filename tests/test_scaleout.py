@@ -17,7 +17,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from conftest import compose_train
-from made_exp.sweep import write_sweep_summary
+from made_exp.runs.sweep import write_sweep_summary
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from made_exp.made import sample_hidden_degrees
+from made_exp.core.made import sample_hidden_degrees
 
 D, H, B, BLOCKS = 784, 500, 100, 4
 

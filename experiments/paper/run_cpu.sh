@@ -13,7 +13,7 @@
 # tested on the mixture of 1000 masks.
 set -u
 LOG=${1:-logs/paper}
-TRAIN=(${PYTHON:-.venv/bin/python} -m made_exp.train)
+TRAIN=(${PYTHON:-.venv/bin/python} -m made_exp.cli.train)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 WANDB_MODE=offline
 COMMON=(logger=csv data.minibatches_per_step=10)
 

@@ -9,7 +9,7 @@ set -u
 LOG=${1:-logs/paper}
 mkdir -p "$LOG"
 export WANDB_MODE=offline
-${PYTHON:-.venv/bin/python} -m made_exp.train -m experiment=paper_binarized_mnist trainer=gpu logger=csv seed=0 \
+${PYTHON:-.venv/bin/python} -m made_exp.cli.train -m experiment=paper_binarized_mnist trainer=gpu logger=csv seed=0 \
     matmul_precision=high "+trainer.max_time=\"${MAX_TIME:-00:00:17:00}\"" \
     '~callbacks.rich_progress_bar' +trainer.enable_progress_bar=false \
     "hydra.sweep.dir=$LOG/binarized_mnist_2x8000_gpu"

@@ -24,12 +24,13 @@ def show_tracebacks() -> bool:
 
 
 @contextmanager
-def exit_on_user_error(program: str) -> Iterator[None]:
-    """Turn a UserError into ``<program>: error: <message>`` on stderr and exit status 2."""
+def exit_on_user_error(program: str, debug: bool | None = None) -> Iterator[None]:
+    """Turn a UserError into ``<program>: error: <message>`` on stderr and exit status 2; ``debug`` (default:
+    ``show_tracebacks()``) re-raises it instead."""
     try:
         yield
     except UserError as error:
-        if show_tracebacks():
+        if show_tracebacks() if debug is None else debug:
             raise
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(2)

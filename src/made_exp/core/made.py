@@ -157,7 +157,6 @@ class MADE(nn.Module):
     ):
         super().__init__()
         hidden_sizes = [int(h) for h in hidden_sizes]
-        _check_args(input_dim, hidden_sizes, activation, direct_connection, num_masks, resample, init)
         self.input_dim = input_dim
         self.hidden_sizes = hidden_sizes
         self.direct_connection = direct_connection
@@ -165,6 +164,20 @@ class MADE(nn.Module):
         self.resample = resample
         self.generator = torch.Generator().manual_seed(seed)
 
+        self._build_layers(activation, direct_connection, condition_on_mask)
+        _initialise(self, init)
+        first = self._register_bank(num_masks)
+        self.current_mask = first
+        self._baked_layers: tuple[MaskedLinear, ...] = ()  # see bake_mask
+        self._bank_index: int | None = None  # bank index of the masks in the layers, if they came from the bank
+        self.set_mask(first)
+        _warn_unreachable_inputs(first)
+        # a loaded bank replaces the drawn one: start again from its mask 0
+        self.register_load_state_dict_post_hook(lambda module, _: module._reset_to_first_mask())
+
+    def _build_layers(self, activation: str, direct_connection: str, condition_on_mask: bool) -> None:
+        """Masked layers input -> hidden ... -> output, plus the direct connections ``direct_connection`` asks for."""
+        input_dim, hidden_sizes = self.input_dim, self.hidden_sizes
         widths = [input_dim, *hidden_sizes]
         self.hidden = nn.ModuleList(
             MaskedLinear(w_in, w_out, condition_on_mask=condition_on_mask)
@@ -176,20 +189,15 @@ class MADE(nn.Module):
         )
         self.output = MaskedLinear(hidden_sizes[-1], input_dim, condition_on_mask=condition_on_mask)
         self.direct = MaskedLinear(input_dim, input_dim, bias=False) if direct_connection != "none" else None
-        _initialise(self, init)
 
+    def _register_bank(self, num_masks: int) -> Mask:
+        """Draw the K bank masks into buffers (saved with the weights); returns mask 0."""
         first = self._draw_mask(reference=None)
         bank = [first] + [self._draw_mask(reference=first) for _ in range(num_masks - 1)]
         self.register_buffer("bank_orderings", torch.stack([m.ordering for m in bank]))
-        for layer, _ in enumerate(hidden_sizes):
+        for layer, _ in enumerate(self.hidden_sizes):
             self.register_buffer(f"bank_degrees_{layer}", torch.stack([m.hidden_degrees[layer] for m in bank]))
-        self.current_mask = first
-        self._baked_layers: tuple[MaskedLinear, ...] = ()  # see bake_mask
-        self._bank_index: int | None = None  # bank index of the masks in the layers, if they came from the bank
-        self.set_mask(first)
-        _warn_unreachable_inputs(first)
-        # a loaded bank replaces the drawn one: start again from its mask 0
-        self.register_load_state_dict_post_hook(lambda module, _: module._reset_to_first_mask())
+        return first
 
     @property
     def num_masks(self) -> int:
@@ -254,6 +262,18 @@ class MADE(nn.Module):
             self.direct.set_mask(output_mask(input_degrees, input_degrees))
         self.current_mask = mask
         self._bank_index = requested if isinstance(requested, int) else None
+
+    @contextmanager
+    def using_mask(self, mask: Mask | int | None = None) -> Iterator[None]:
+        """Use ``mask`` (if given) inside the block, where other masks may be set too; afterwards the mask
+        in use before the block is back. One restore however many masks the block sets."""
+        previous = self.current_mask
+        if mask is not None:
+            self.set_mask(mask)
+        try:
+            yield
+        finally:
+            self.set_mask(previous)
 
     def masked_layers(self) -> list[MaskedLinear]:
         return [module for module in self.modules() if isinstance(module, MaskedLinear)]
@@ -356,24 +376,6 @@ class BernoulliLogLikelihood(torch.autograd.Function):
         grad_logits = torch.sigmoid(logits).sub_(x).mul_(grad.neg()) if ctx.needs_input_grad[0] else None
         grad_x = logits * grad if ctx.needs_input_grad[1] else None
         return grad_logits, grad_x
-
-
-def _check_args(input_dim, hidden_sizes, activation, direct_connection, num_masks, resample, init) -> None:
-    if input_dim < 1:
-        raise ValueError(f"input_dim must be >= 1, got {input_dim}")
-    if not hidden_sizes or min(hidden_sizes) < 1:
-        raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {hidden_sizes}")
-    choices = {
-        "activation": (activation, tuple(ACTIVATIONS)),
-        "direct_connection": (direct_connection, DIRECT_CONNECTIONS),
-        "resample": (resample, RESAMPLE_MODES),
-        "init": (init, INITS),
-    }
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-    if num_masks < 1:
-        raise ValueError(f"num_masks must be >= 1, got {num_masks}")
 
 
 def _initialise(model: MADE, init: str) -> None:

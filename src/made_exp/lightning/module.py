@@ -10,7 +10,6 @@ import ctypes
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -18,10 +17,9 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
-from made_exp.ensemble import Mixture
-from made_exp.made import MADE
-from made_exp.masking import MaskSchedule
-from made_exp.sampling import sample_mixture
+from made_exp.core.ensemble import Mixture
+from made_exp.core.made import MADE
+from made_exp.core.masks import MaskSchedule
 
 __all__ = ["MADEModule"]
 
@@ -220,14 +218,3 @@ class MADEModule(pl.LightningModule):
             metrics["test/single_mask_nll_best"] = float(single.min())
         self.test_results.update(metrics)
         self.log_dict(self.test_results)
-
-    def sample_grid(self, path: Path) -> Path | None:
-        """Draw ``num_samples`` from the mixture of the test masks and save them as a PNG grid."""
-        from made_exp.sample import save_sample_grid  # here: made_exp.sample imports this module (via loading)
-
-        if self.num_samples == 0:
-            return None
-        generator = torch.Generator().manual_seed(0)
-        masks = getattr(self.ensemble, "masks", None) or [self.model.mask(0)]
-        samples = sample_mixture(self.model, masks, self.num_samples, generator)
-        return save_sample_grid(samples, path)

@@ -4,7 +4,7 @@ Usage:
     made-compare logs/mixture_vs_poe [--out DIR] [--set poe.num_importance_samples=2000]
 
 Every made-train run under the directory (a dir with ``results.json``) is evaluated with
-``made_exp.evaluate.evaluate`` under each of ``STRATEGIES`` (conf/ensemble/ names); the results go
+``made_exp.lightning.evaluation.evaluate`` under each of ``STRATEGIES`` (conf/ensemble/ names); the results go
 to ``eval_<strategy>.json`` in the run dir, and a run that already has that file is not evaluated
 again. Writes ``report.md`` (test NLL by dataset, K and strategy, means over seeds),
 ``results.csv`` (one row per run and strategy) and ``nll_vs_k.png`` into ``--out`` (default: the
@@ -22,8 +22,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
-from made_exp.report import dataset_name, results_files, save_figure, subplots
-from made_exp.results import csv_text, write_json_atomic, write_text_atomic
+from made_exp.runs.figures import save_figure, subplots
+from made_exp.runs.records import dataset_name, results_files
+from made_exp.runs.results import csv_text, write_json_atomic, write_text_atomic
+from made_exp.runs.rundir import RunDir
 
 __all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",
            "plot_nll_vs_k", "compare", "main"]
@@ -52,7 +54,7 @@ METRICS = {
 
 
 class CompareError(UserError):
-    """An unknown strategy in ``--set`` (no runs at all is made_exp.report.ReportError)."""
+    """An unknown strategy in ``--set`` (no runs at all is made_exp.runs.records.ReportError)."""
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -74,11 +76,11 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
 
 def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]]) -> None:
     """Write ``eval_<strategy>.json`` into each run dir for every strategy that lacks it."""
-    from made_exp.evaluate import evaluate  # Lightning and torch: only when there is something to evaluate
+    from made_exp.lightning.evaluation import evaluate  # Lightning and torch: only when there is something to evaluate
 
     for run_dir in runs:
         for strategy in STRATEGIES:
-            path = run_dir / f"eval_{strategy}.json"
+            path = RunDir(run_dir).evaluation(strategy)
             if path.is_file():
                 continue
             print(f"made-compare: evaluating {run_dir.name} under {strategy}", file=sys.stderr)
@@ -89,9 +91,9 @@ def collect(runs: list[Path]) -> list[dict]:
     """One row (``CSV_FIELDS``) per run and strategy, read from the runs' ``eval_<strategy>.json``."""
     rows = []
     for run_dir in runs:
-        config = json.loads((run_dir / "results.json").read_text())["config"]
+        config = json.loads(RunDir(run_dir).results.read_text())["config"]
         for strategy in STRATEGIES:
-            evaluation = json.loads((run_dir / f"eval_{strategy}.json").read_text())
+            evaluation = json.loads(RunDir(run_dir).evaluation(strategy).read_text())
             metrics = evaluation["metrics"]
             rows.append({
                 "dataset": dataset_name(config.get("data", {})),

@@ -21,13 +21,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from made_exp.errors import UserError, exit_on_user_error
-from made_exp.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
-from made_exp.results import csv_text, replace_atomically, write_text_atomic
+from made_exp.errors import exit_on_user_error
+from made_exp.runs.figures import save_figure, subplots
+from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
+from made_exp.runs.records import ReportError, dataset_name, results_files
+from made_exp.runs.results import csv_text, replace_atomically, write_text_atomic
+from made_exp.runs.rundir import RunDir
 
 __all__ = [
     "Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main",
-    "dataset_name", "results_files", "save_figure", "subplots",
 ]
 
 # Keys that differ between runs of one configuration without changing what is measured.
@@ -38,10 +40,6 @@ MASK_KEYS = {"masks.schedule", "masks.val_num_masks", "model.num_masks", "ensemb
              "ensemble.mask_source", "model.hidden_sizes"}
 CSV_FIELDS = ["dataset", "configuration", "paper_column", "n_seeds", "seeds", "test_nll_mean", "test_nll_std",
               "paper_nll", "diff", "diff_pct", "wall_time_s_mean", "paper_source", "run_dirs"]
-
-
-class ReportError(UserError, ValueError):
-    """Input that cannot be reported on; the message names the path."""
 
 
 @dataclass(frozen=True)
@@ -111,12 +109,6 @@ def _configuration(config: dict) -> tuple[tuple[str, object], ...]:
     return tuple(sorted((k, v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in IGNORED_LEAVES))
 
 
-def dataset_name(data: dict) -> str:
-    if data.get("name"):
-        return str(data["name"])
-    return str(data.get("_target_", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -125,7 +117,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _per_mask_nll(run_dir: Path, results: dict) -> tuple[float, ...]:
-    for payload in [results, *(_read_json(p) for p in sorted(run_dir.glob("eval_*.json")))]:
+    for payload in [results, *(_read_json(p) for p in RunDir(run_dir).evaluations())]:
         if payload.get("per_mask_nll"):
             return tuple(float(v) for v in payload["per_mask_nll"])
     return ()
@@ -150,14 +142,6 @@ def load_run(path: Path) -> Run | None:
     )
 
 
-def results_files(directory: Path) -> list[Path]:
-    """Every ``results.json`` under ``directory``, sorted; ReportError when there is none."""
-    paths = sorted(Path(directory).rglob("results.json")) if Path(directory).is_dir() else []
-    if not paths:
-        raise ReportError(f"no results.json under {directory}")
-    return paths
-
-
 def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
     """Every run under ``dirs`` with a ``test/nll``, and the results files that have none."""
     runs, without_nll = [], []
@@ -173,7 +157,7 @@ def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
 
 def unfinished_runs(dirs: list[Path]) -> list[Path]:
     """Hydra job dirs (they hold ``.hydra/``) without a ``results.json``: failed or still running."""
-    return sorted(p.parent for d in dirs for p in Path(d).rglob(".hydra") if not (p.parent / "results.json").exists())
+    return sorted(p.parent for d in dirs for p in Path(d).rglob(".hydra") if not RunDir(p.parent).is_finished())
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -262,23 +246,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def save_figure(figure, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    replace_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
-    plt.close(figure)
-
-
-def subplots(count: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, count, figsize=(5 * count, 4), squeeze=False)
-    return figure, axes[0]
-
-
 def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
     """Test NLL (mean ± std over seeds) against the number of test masks, where a sweep varies it."""
     lines: dict[str, dict[tuple, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(dict))
@@ -333,11 +300,11 @@ def plot_per_mask_histogram(groups: list[Group], path: Path) -> bool:
 def copy_mnist_samples(groups: list[Group], path: Path) -> Path | None:
     """Copy ``samples.png`` of the best binarized-MNIST run that has one; returns its run dir."""
     candidates = [run for group in groups if group.dataset == "binarized_mnist" for run in group.runs
-                  if (run.run_dir / "samples.png").is_file()]
+                  if RunDir(run.run_dir).samples.is_file()]
     if not candidates:
         return None
     best = min(candidates, key=lambda run: run.test_nll)
-    replace_atomically(path, lambda temporary: shutil.copyfile(best.run_dir / "samples.png", temporary))
+    replace_atomically(path, lambda temporary: shutil.copyfile(RunDir(best.run_dir).samples, temporary))
     return best.run_dir
 
 

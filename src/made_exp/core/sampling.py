@@ -8,28 +8,16 @@ once, as soon as the inputs it sees are final, so one sample costs about one for
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from made_exp.ensemble import binary_states, enumerate_log_probs, mask_log_probs, poe_log_weights, product_log_prob
-from made_exp.made import MADE, Mask, MaskedLinear
+from made_exp.core.made import MADE, Mask, MaskedLinear
+from made_exp.core.scoring import binary_states, enumerate_log_probs, mask_log_probs, poe_log_weights, product_log_prob
 
 __all__ = ["sample_naive", "sample_incremental", "sample_mixture", "sample_poe_sir", "sample_poe_exact", "impute"]
-
-
-@contextmanager
-def _using_mask(model: MADE, mask: Mask) -> Iterator[None]:
-    """Set ``mask`` on the model for the block, then restore the previous one."""
-    previous = model.current_mask
-    model.set_mask(mask)
-    try:
-        yield
-    finally:
-        model.set_mask(previous)
 
 
 def _noise(model: MADE, num_samples: int, uniform: Tensor | None, generator: torch.Generator | None) -> Tensor:
@@ -50,12 +38,16 @@ def sample_naive(
     num_samples: int,
     uniform: Tensor | None = None,
     generator: torch.Generator | None = None,
+    num_positions: int | None = None,
 ) -> Tensor:
-    """Exact ancestral sampling with D full forward passes -> (N, D) in {0, 1} (the reference sampler)."""
+    """Exact ancestral sampling with D full forward passes -> (N, D) in {0, 1} (the reference sampler).
+
+    ``num_positions``: sample only the first positions of the ordering (the rest stay 0), e.g. to time a prefix.
+    """
     uniform = _noise(model, num_samples, uniform, generator)
     x = torch.zeros_like(uniform)
-    with _using_mask(model, mask), model.cache_masked_weights():  # D passes, one W * M per layer
-        for dim in mask.ordering.tolist():
+    with model.using_mask(mask), model.cache_masked_weights():  # D passes, one W * M per layer
+        for dim in mask.ordering[:num_positions].tolist():
             x[:, dim] = (uniform[:, dim] < torch.sigmoid(model(x)[:, dim])).to(x)
     return x
 
@@ -123,7 +115,7 @@ def sample_incremental(
     position m is sampled, and the logit at position p needs only units of degree < p.
     """
     uniform = _noise(model, num_samples, uniform, generator)
-    with _using_mask(model, mask):
+    with model.using_mask(mask):
         net = _sorted_net(model, mask)
     ordering = mask.ordering.to(uniform.device)
     uniform = uniform[:, ordering]

@@ -3,7 +3,7 @@
 Usage:
     made-train data=dna masks=fresh optimizer=adagrad
     made-train resume=logs/train/runs/<run>          # continue from <run>/checkpoints/last.ckpt
-    made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.sweep)
+    made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.runs.sweep)
     made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
 """
 
@@ -27,15 +27,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from made_exp.config import ConfigError, register_configs, validate_config
+from made_exp.core.sampling import sample_mixture
 from made_exp.errors import UserError
-from made_exp.loading import build_module
-from made_exp.results import git_commit, run_metadata, write_json_atomic
-from made_exp.sweep import run_job
+from made_exp.lightning.loading import build_module
+from made_exp.lightning.module import MADEModule
+from made_exp.runs.config import CONFIG_DIR, ConfigError, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.images import save_sample_grid
+from made_exp.runs.results import git_commit, run_metadata, write_json_atomic
+from made_exp.runs.rundir import RunDir
+from made_exp.runs.sweep import run_job
 
 __all__ = ["train", "main"]
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
 OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
                                 replace=True)
@@ -50,7 +52,7 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
 
 def _wandb_run(output_dir: Path) -> dict:
     """One W&B run per job: its id is kept in the run dir so a resumed run continues it; a sweep is a group."""
-    id_file = output_dir / "wandb_id.txt"
+    id_file = RunDir(output_dir).wandb_id
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
@@ -100,12 +102,12 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
             if trainer.is_global_zero:
-                samples = module.sample_grid(output_dir / "samples.png")
+                samples = _sample_grid(module, RunDir(output_dir).samples)
                 if samples is not None:
                     for logger in loggers:
                         if hasattr(logger, "log_image"):
                             logger.log_image(key="samples", images=[str(samples)])
-                write_json_atomic(output_dir / "results.json", results)
+                write_json_atomic(RunDir(output_dir).results, results)
                 _print_summary(results)
             return results
         finally:
@@ -134,6 +136,15 @@ def _ddp_ranks_join(output_dir: Path) -> Iterator[None]:
         os.environ.clear()
         os.environ.update(saved_environ)
         sys.argv = saved_argv
+
+
+def _sample_grid(module: MADEModule, path: Path) -> Path | None:
+    """Draw ``module.num_samples`` from the mixture of the test masks and save them as a PNG grid."""
+    if module.num_samples == 0:
+        return None
+    masks = getattr(module.ensemble, "masks", None) or [module.model.mask(0)]
+    samples = sample_mixture(module.model, masks, module.num_samples, torch.Generator().manual_seed(0))
+    return save_sample_grid(samples, path)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -168,22 +179,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
     try:
         metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume, cfg.overwrite) if cfg.resume else None)["metrics"]
-    except UserError as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise  # HYDRA_FULL_ERROR shows the traceback
+    except UserError:
         _remove_if_unused(Path(cfg.paths.output_dir))
-        print(f"made-train: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        raise
     return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
 
 
 def _last_checkpoint(run_dir: str, overwrite: bool) -> Path:
     """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from; a finished run
     (with ``results.json``) is only reopened with ``overwrite=true``."""
-    checkpoint = Path(run_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = RunDir(run_dir).last_checkpoint
     if not checkpoint.is_file():
         raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
-    if (Path(run_dir) / "results.json").is_file() and not overwrite:
+    if RunDir(run_dir).is_finished() and not overwrite:
         raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
     return checkpoint
 
@@ -198,7 +206,8 @@ def _remove_if_unused(run_dir: Path) -> None:
 def main() -> None:
     register_configs()
     os.environ.setdefault("WANDB_MODE", "offline")
-    _hydra_main()
+    with exit_on_config_error("made-train"):
+        _hydra_main()
 
 
 if __name__ == "__main__":

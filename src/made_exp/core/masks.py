@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from made_exp.made import MADE, Mask
+from made_exp.core.made import MADE, Mask
 
 __all__ = ["MaskSchedule", "SCHEDULES", "OBJECTIVES"]
 
@@ -37,12 +37,6 @@ class MaskSchedule:
     def __init__(
         self, schedule: str = "cycle", objective: str = "nll", samples_per_step: int = 1, val_num_masks: int = 1
     ):
-        if schedule not in SCHEDULES:
-            raise ValueError(f"masks.schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"masks.objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
-        if samples_per_step < 1 or val_num_masks < 1:
-            raise ValueError("masks.samples_per_step and masks.val_num_masks must be >= 1")
         self.schedule, self.objective = schedule, objective
         self.samples_per_step, self.val_num_masks = samples_per_step, val_num_masks
 

@@ -25,25 +25,26 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from made_exp.results import write_json_atomic
+from made_exp.runs.results import write_json_atomic
+from made_exp.runs.rundir import RunDir
 
 __all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
 
 log = logging.getLogger(__name__)
 
-RESULTS, ERROR = "results.json", "error.json"
 SHOWN_METRICS = ("val/best_nll", "test/nll")
 
 
 def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     """Run one sweep job with ``train(cfg, resume_from=...)``; returns its val/best_nll, NaN if it failed."""
     output_dir = Path(cfg.paths.output_dir)
-    if (output_dir / RESULTS).is_file():
-        log.info(f"{output_dir.name}: {RESULTS} present, job skipped")
-        metrics = json.loads((output_dir / RESULTS).read_text())["metrics"]
+    run = RunDir(output_dir)
+    if run.is_finished():
+        log.info(f"{output_dir.name}: {run.results.name} present, job skipped")
+        metrics = json.loads(run.results.read_text())["metrics"]
         return metrics.get("val/best_nll", math.nan)
-    (output_dir / ERROR).unlink(missing_ok=True)  # a rerun replaces the record of an earlier failure
-    last = output_dir / "checkpoints" / "last.ckpt"
+    run.error.unlink(missing_ok=True)  # a rerun replaces the record of an earlier failure
+    last = run.last_checkpoint
     try:
         metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
     except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
@@ -55,7 +56,7 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
 
 @rank_zero_only
 def _write_error(output_dir: Path, error: Exception) -> None:
-    write_json_atomic(output_dir / ERROR, {
+    write_json_atomic(RunDir(output_dir).error, {
         "error": f"{type(error).__name__}: {error}",
         "traceback": traceback.format_exception(error),
     })
@@ -63,18 +64,19 @@ def _write_error(output_dir: Path, error: Exception) -> None:
 
 def job_summary(job_dir: Path) -> dict[str, Any]:
     """One job of a sweep: number, overrides, status (finished/failed/incomplete), metrics or error."""
-    hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra
+    run = RunDir(job_dir)
+    hydra_cfg = OmegaConf.load(run.hydra_config).hydra
     row: dict[str, Any] = {
         "job": hydra_cfg.job.num,
         "dir": job_dir.name,
         "overrides": list(hydra_cfg.overrides.task),
         "status": "incomplete",
     }
-    if (job_dir / RESULTS).is_file():
-        metrics = json.loads((job_dir / RESULTS).read_text())["metrics"]
+    if run.is_finished():
+        metrics = json.loads(run.results.read_text())["metrics"]
         row.update(status="finished", metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
-    elif (job_dir / ERROR).is_file():
-        row.update(status="failed", error=json.loads((job_dir / ERROR).read_text())["error"])
+    elif run.error.is_file():
+        row.update(status="failed", error=json.loads(run.error.read_text())["error"])
     return row
 
 

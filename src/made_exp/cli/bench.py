@@ -19,7 +19,6 @@ import datetime
 import functools
 import json
 import math
-import platform
 import resource
 import time
 import warnings
@@ -32,13 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from made_exp.config import MATMUL_PRECISIONS
-from made_exp.data import BinarizedDataModule, DataError, TensorBatches, dataset_info, load_npz_splits, resolve_dataset
-from made_exp.ensemble import Mixture
-from made_exp.made import MADE
-from made_exp.masking import MaskSchedule
-from made_exp.module import MADEModule
-from made_exp.sampling import sample_incremental, sample_naive
+from made_exp.core.ensemble import Mixture
+from made_exp.core.made import MADE
+from made_exp.core.masks import MaskSchedule
+from made_exp.core.sampling import sample_incremental, sample_naive
+from made_exp.data.batches import TensorBatches
+from made_exp.data.datamodules import BinarizedDataModule
+from made_exp.data.files import DataError, dataset_info, load_npz_splits, resolve_dataset
+from made_exp.lightning.module import MADEModule
+from made_exp.runs.config import MATMUL_PRECISIONS
+from made_exp.runs.results import hardware
 
 __all__ = ["BenchConfig", "QUICK", "FULL", "run_benchmarks", "training_gemm_flops", "BaselineMADE", "main"]
 
@@ -357,21 +359,13 @@ def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: 
 
 
 def naive_seconds(model: MADE, batch: int, positions: int | None, generator: torch.Generator) -> float:
-    """Seconds of ``sample_naive`` on mask 0; with ``positions``, the first passes of its loop, extrapolated to D
+    """Seconds of ``sample_naive`` on mask 0; with ``positions``, its first passes, extrapolated to D
     (each of the D passes is the same full forward pass)."""
-    mask, device = model.mask(0), model.output.weight.device
+    device = model.output.weight.device
+    positions = positions if positions is not None and positions < model.input_dim else model.input_dim
     synchronize(device)
     start = time.perf_counter()
-    if positions is None or positions >= model.input_dim:
-        sample_naive(model, mask, batch, generator=generator)
-        synchronize(device)
-        return time.perf_counter() - start
-    uniform = torch.rand(batch, model.input_dim, generator=generator).to(device)
-    x = torch.zeros_like(uniform)
-    with torch.no_grad(), model.cache_masked_weights():  # the same loop as sample_naive
-        model.set_mask(mask)
-        for dim in mask.ordering[:positions].tolist():
-            x[:, dim] = (uniform[:, dim] < torch.sigmoid(model(x)[:, dim])).to(x)
+    sample_naive(model, model.mask(0), batch, generator=generator, num_positions=positions)
     synchronize(device)
     return (time.perf_counter() - start) * model.input_dim / positions
 
@@ -418,22 +412,9 @@ def paper_training_benchmark(splits: dict[str, Tensor], config: BenchConfig) -> 
 
 
 def machine_info(device: str = "cpu") -> dict:
-    cpu = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    info = {
-        "torch_version": torch.__version__,
-        "num_threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "device": device,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    if torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+    """What results.json records as hardware, plus the device, the fp32 matmul precision and the date."""
+    return {**hardware(), "device": device, "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict:
