@@ -31,7 +31,16 @@ from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
 __all__ = ["CONFIG_DIR", "MATMUL_PRECISIONS", "RANGES", "ConfigError", "register_configs", "validate_config",
            "compose_ensemble", "exit_on_config_error"]
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+
+
+def _config_dir() -> str:
+    """``conf/`` of the source checkout this package runs from, else the copy an installed wheel ships."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parents[1] / "conf"
+    return str(checkout if (checkout / "train.yaml").is_file() else package / "conf")
+
+
+CONFIG_DIR = _config_dir()
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "transformer-engine")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import os
@@ -15,23 +16,38 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from made_exp import __version__
+
 __all__ = [
     "run_metadata", "replace_atomically", "write_text_atomic", "write_json_atomic", "csv_text", "git_commit", "hardware"
 ]
 
 
 def git_commit() -> str:
-    """The commit of the code that ran (with ``+dirty`` for uncommitted changes), or ``unknown``."""
-    source = Path(__file__).resolve().parent
+    """The commit of the code that ran (with ``+dirty`` for uncommitted changes), or ``unknown`` when the
+    package does not run from a made_exp checkout (an installed wheel, even inside another git repo)."""
+    package = Path(__file__).resolve().parents[1]
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=package, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        if (Path(top) / "src" / "made_exp").resolve() != package:
+            return "unknown"
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=package,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+def package_version() -> str:
+    """The installed made_exp version (what a wheel records where there is no git checkout)."""
+    try:
+        return importlib.metadata.version("made_exp")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
 
 
 def _cpu_name() -> str:
@@ -64,6 +80,7 @@ def run_metadata(cfg: DictConfig, wall_time_s: float, commit: str) -> dict:
         "seeds": OmegaConf.to_container(cfg.seeds, resolve=True) if "seeds" in cfg else None,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "git_commit": commit,
+        "made_exp_version": package_version(),
         "wall_time_s": round(wall_time_s, 2),
         "hardware": hardware(),
     }

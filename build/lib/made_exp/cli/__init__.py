@@ -1,0 +1,1 @@
+"""Entry points: made-train, made-eval, made-sample, made-report, made-compare, made-bench."""

@@ -1,0 +1,223 @@
+"""``made-compare``: score every run of a sweep under each ensemble strategy; table, CSV and plot.
+
+Usage:
+    made-compare logs/mixture_vs_poe [--out DIR] [--set poe.num_importance_samples=2000]
+
+Every made-train run under the directory (a dir with ``results.json``) is evaluated with
+``made_exp.lightning.evaluation.evaluate`` under each of ``STRATEGIES`` (conf/ensemble/ names); the results go
+to ``eval_<strategy>.json`` in the run dir, and a run that already has that file is not evaluated
+again. Writes ``report.md`` (test NLL by dataset, K and strategy, means over seeds),
+``results.csv`` (one row per run and strategy) and ``nll_vs_k.png`` into ``--out`` (default: the
+directory). ``--set STRATEGY.KEY=VALUE`` overrides a strategy's config (conf/ensemble/STRATEGY.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from made_exp.errors import UserError, exit_on_user_error
+from made_exp.runs.figures import save_figure, subplots
+from made_exp.runs.records import dataset_name, results_files
+from made_exp.runs.results import csv_text, write_json_atomic, write_text_atomic
+from made_exp.runs.rundir import RunDir
+
+__all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",
+           "plot_nll_vs_k", "compare", "main"]
+
+# conf/ensemble/ name -> label. Logit averaging is not a normalised distribution: its number is a
+# score, not a test NLL, and must never be read as one.
+STRATEGIES = {
+    "mixture": "mixture",
+    "learned_mixture": "learned mixture",
+    "poe": "product of experts",
+    "logit_average": "logit average (unnormalised)",
+    "best_single": "best single mask",
+}
+CSV_FIELDS = ["dataset", "num_masks", "seed", "strategy", "test_nll", "unnormalised_nll", "log_z", "log_z_stderr",
+              "effective_num_masks", "single_mask_nll_mean", "log_total_mass", "eval_wall_time_s", "run_dir"]
+# results.csv field <- eval_<strategy>.json metric
+METRICS = {
+    "test_nll": "test/nll",
+    "unnormalised_nll": "test/unnormalised_nll",
+    "log_z": "test/ensemble/log_z",
+    "log_z_stderr": "test/ensemble/log_z_stderr",
+    "effective_num_masks": "test/ensemble/effective_num_masks",
+    "single_mask_nll_mean": "test/single_mask_nll_mean",
+    "log_total_mass": "test/ensemble/log_total_mass",
+}
+
+
+class CompareError(UserError):
+    """An unknown strategy in ``--set`` (no runs at all is made_exp.runs.records.ReportError)."""
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The made-train run dirs (they hold ``results.json``) under ``root``, sorted."""
+    return [path.parent for path in results_files(root)]
+
+
+def parse_overrides(items: list[str]) -> dict[str, list[str]]:
+    """``["poe.num_importance_samples=2000"]`` -> ``{"poe": ["num_importance_samples=2000"]}``."""
+    overrides: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        strategy, _, setting = item.partition(".")
+        if strategy not in STRATEGIES or "=" not in setting:
+            choices = ", ".join(STRATEGIES)
+            raise CompareError(f"--set {item!r}: expected STRATEGY.KEY=VALUE with STRATEGY one of {choices}")
+        overrides[strategy].append(setting)
+    return overrides
+
+
+def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]]) -> None:
+    """Write ``eval_<strategy>.json`` into each run dir for every strategy that lacks it."""
+    from made_exp.lightning.evaluation import evaluate  # Lightning and torch: only when there is something to evaluate
+
+    for run_dir in runs:
+        for strategy in STRATEGIES:
+            path = RunDir(run_dir).evaluation(strategy)
+            if path.is_file():
+                continue
+            print(f"made-compare: evaluating {run_dir.name} under {strategy}", file=sys.stderr)
+            write_json_atomic(path, evaluate(run_dir, strategy, overrides.get(strategy, [])))
+
+
+def collect(runs: list[Path]) -> list[dict]:
+    """One row (``CSV_FIELDS``) per run and strategy, read from the runs' ``eval_<strategy>.json``."""
+    rows = []
+    for run_dir in runs:
+        config = json.loads(RunDir(run_dir).results.read_text())["config"]
+        for strategy in STRATEGIES:
+            evaluation = json.loads(RunDir(run_dir).evaluation(strategy).read_text())
+            metrics = evaluation["metrics"]
+            rows.append({
+                "dataset": dataset_name(config.get("data", {})),
+                "num_masks": int(config["model"]["num_masks"]),
+                "seed": config.get("seed"),
+                "strategy": strategy,
+                **{field: metrics.get(key) for field, key in METRICS.items()},
+                "eval_wall_time_s": evaluation.get("wall_time_s"),
+                "run_dir": str(run_dir),
+            })
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """(dataset, K) -> ``"<strategy>/<field>"`` -> the values over seeds."""
+    table: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        cell = table[row["dataset"], row["num_masks"]]
+        for field in METRICS:
+            if row[field] is not None:
+                cell[f"{row['strategy']}/{field}"].append(row[field])
+    return dict(sorted(table.items()))
+
+
+def _mean(values: list[float] | None, digits: int = 2, spread: bool = True) -> str:
+    """``mean ± sample std`` over seeds (just the mean for one seed); "—" when there is nothing."""
+    if not values:
+        return "—"
+    text = f"{statistics.fmean(values):.{digits}f}"
+    return text + (f" ± {statistics.stdev(values):.{digits}f}" if spread and len(values) > 1 else "")
+
+
+def markdown_table(summary: dict[tuple[str, int], dict[str, list[float]]]) -> str:
+    """Test NLL in nats per (dataset, K) and strategy; logit averaging in its own, unnormalised, column."""
+    header = ("| dataset | K | seeds | mean single mask | mixture | learned mixture | eff. masks | best single mask "
+              "| product of experts | PoE unnormalised | PoE log Z ± stderr | logit average (unnormalised) |")
+    lines = [header, "|---|" + "---:|" * 11]
+    for (dataset, num_masks), cell in summary.items():
+        log_z, stderr = cell.get("poe/log_z"), cell.get("poe/log_z_stderr")
+        log_z_text = "—" if not log_z else f"{statistics.fmean(log_z):.3f} ± {statistics.fmean(stderr):.3f}"
+        lines.append("| " + " | ".join([
+            dataset, str(num_masks), str(len(cell.get("mixture/test_nll", []))),
+            _mean(cell.get("mixture/single_mask_nll_mean")),
+            _mean(cell.get("mixture/test_nll")),
+            _mean(cell.get("learned_mixture/test_nll")),
+            _mean(cell.get("learned_mixture/effective_num_masks"), 1, spread=False),
+            _mean(cell.get("best_single/test_nll")),
+            _mean(cell.get("poe/test_nll")),
+            _mean(cell.get("poe/unnormalised_nll")),
+            log_z_text,
+            _mean(cell.get("logit_average/unnormalised_nll")),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+# plotted line -> (summary key, matplotlib style)
+PLOTTED = {
+    "mean single mask": ("mixture/single_mask_nll_mean", {"color": "grey", "linestyle": "--"}),
+    "mixture": ("mixture/test_nll", {}),
+    "learned mixture": ("learned_mixture/test_nll", {}),
+    "product of experts": ("poe/test_nll", {}),
+    "best single mask": ("best_single/test_nll", {}),
+    "logit average (unnormalised, not an NLL)": ("logit_average/unnormalised_nll", {"linestyle": ":"}),
+}
+
+
+def plot_nll_vs_k(summary: dict[tuple[str, int], dict[str, list[float]]], path: Path) -> None:
+    """Test NLL (mean over seeds) against K for each strategy, one panel per dataset."""
+    datasets = sorted({dataset for dataset, _ in summary})
+    figure, axes = subplots(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        ks = sorted(k for d, k in summary if d == dataset)
+        for label, (key, style) in PLOTTED.items():
+            points = [(k, statistics.fmean(summary[dataset, k][key])) for k in ks if summary[dataset, k].get(key)]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=label, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set(title=dataset, xlabel="K (masks in the bank)", ylabel="test NLL (nats)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None) -> str:
+    """Evaluate what is missing, then write report.md, results.csv and nll_vs_k.png into ``out``; returns the table."""
+    runs = find_runs(root)
+    evaluate_runs(runs, overrides or {})
+    rows = collect(runs)
+    summary = summarise(rows)
+    table = markdown_table(summary)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_nll_vs_k(summary, out / "nll_vs_k.png")
+    markdown = "\n\n".join([
+        "# Mixture against product of experts",
+        f"{len(runs)} runs under {root}. Test NLL in nats per example (lower is better), mean ± sample std over "
+        "seeds. K: masks in the trained bank, all of them combined. Mean single mask: the masks' test NLLs "
+        "averaged (Jensen: the mixture is never worse). Learned mixture: weights fitted by EM on the validation "
+        "split, eff. masks = exp(entropy of the weights). Product of experts: normalised by log Z (exact for "
+        "D <= 20, else importance-sampled; mean stderr shown); its unnormalised NLL drops log Z <= 0 and so "
+        "bounds the true NLL above. Logit average is NOT a normalised distribution: its number is a score, "
+        "not comparable with the test NLLs.",
+        table,
+        "![test NLL against K per strategy](nll_vs_k.png)",
+    ]) + "\n"
+    write_text_atomic(out / "report.md", markdown)
+    write_text_atomic(out / "results.csv", csv_text(rows, CSV_FIELDS))
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="made-compare", description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="a made-train multirun dir (searched recursively)")
+    parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, nll_vs_k.png (default: root)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="STRATEGY.KEY=VALUE", help="ensemble config overrides")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    with exit_on_user_error("made-compare"):
+        table = compare(args.root, args.out or args.root, parse_overrides(args.set))
+    out = args.out or args.root
+    print(table)
+    print(f"\nwrote {out / 'report.md'}, {out / 'results.csv'} and {out / 'nll_vs_k.png'}")
+
+
+if __name__ == "__main__":
+    main()

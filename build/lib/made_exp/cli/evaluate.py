@@ -1,0 +1,39 @@
+"""``made-eval``: score a trained run under any ensemble strategy.
+
+Usage:
+    made-eval logs/train/runs/<run> --ensemble poe
+    made-eval logs/train/runs/<run> --ensemble mixture --set num_masks=1000 mask_source=fresh
+Prints the metrics and writes ``eval_<ensemble>.json`` in the run dir (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from made_exp.lightning.evaluation import evaluate
+from made_exp.runs.config import exit_on_config_error
+from made_exp.runs.results import write_json_atomic
+from made_exp.runs.rundir import RunDir
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="made-eval", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a made-train run directory")
+    parser.add_argument("--ensemble", default="mixture", help="a conf/ensemble/ name")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ensemble config overrides")
+    parser.add_argument("--out", type=Path, help="where to write the JSON (default: RUN_DIR/eval_<ensemble>.json)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    with exit_on_config_error("made-eval"):
+        results = evaluate(args.run_dir, args.ensemble, args.set)
+    for key, value in sorted(results["metrics"].items()):
+        print(f"{key:<40} {value:.4f}")
+    write_json_atomic(args.out or RunDir(args.run_dir).evaluation(args.ensemble), results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""``made-train``: compose the config, fit, test with the ensemble, write ``results.json``.
+
+Usage:
+    made-train data=dna masks=fresh optimizer=adagrad
+    made-train resume=logs/train/runs/<run>          # continue from <run>/checkpoints/last.ckpt
+    made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.runs.sweep)
+    made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from made_exp.core.sampling import sample_mixture
+from made_exp.errors import UserError
+from made_exp.lightning.loading import build_module
+from made_exp.lightning.module import MADEModule
+from made_exp.runs.config import CONFIG_DIR, ConfigError, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.images import save_sample_grid
+from made_exp.runs.results import git_commit, run_metadata, write_json_atomic
+from made_exp.runs.rundir import RunDir
+from made_exp.runs.sweep import run_job
+
+__all__ = ["train", "main"]
+# hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
+OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
+                                replace=True)
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
+    return [
+        instantiate(node, **(_wandb_run(output_dir) if node._target_.endswith("WandbLogger") else {}))
+        for node in (cfg.get("logger") or {}).values()
+    ]
+
+
+def _wandb_run(output_dir: Path) -> dict:
+    """One W&B run per job: its id is kept in the run dir so a resumed run continues it; a sweep is a group."""
+    id_file = RunDir(output_dir).wandb_id
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        import wandb
+
+        run_id = wandb.sdk.lib.runid.generate_id()
+        if rank_zero_only.rank == 0:
+            id_file.write_text(run_id + "\n")
+    run = {"id": run_id, "resume": "allow"}
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        run.update(group=Path(HydraConfig.get().sweep.dir).name, name=output_dir.name)
+    return run
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+
+
+def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
+    """Fit and test one configuration, continuing from the checkpoint ``resume_from`` if given;
+    returns (and writes) the results dict."""
+    validate_config(cfg)
+    started, commit = time.perf_counter(), git_commit()
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")  # read and validate the data before anything is written
+    module = build_module(cfg, datamodule.input_dim)
+    with _ddp_ranks_join(output_dir):
+        loggers = build_loggers(cfg, output_dir)
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            checkpoint = _best_checkpoint(trainer)
+            best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            results = {
+                "metrics": {**_best_validation(checkpoint), **module.test_results},
+                "per_mask_nll": module.per_mask_nll,
+                "epochs": trainer.current_epoch,
+                "best_checkpoint": best,
+                **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
+            }
+            if trainer.is_global_zero:
+                samples = _sample_grid(module, RunDir(output_dir).samples)
+                if samples is not None:
+                    for logger in loggers:
+                        if hasattr(logger, "log_image"):
+                            logger.log_image(key="samples", images=[str(samples)])
+                write_json_atomic(RunDir(output_dir).results, results)
+                _print_summary(results)
+            return results
+        finally:
+            _finish_wandb()
+
+
+@contextlib.contextmanager
+def _ddp_ranks_join(output_dir: Path) -> Iterator[None]:
+    """Let the DDP ranks that Lightning relaunches (``made-train <argv>``) join this job, then clean up.
+
+    Ranks > 0 rerun the command line with ``hydra.run.dir`` set to ours (``MADE_RUN_DIR``, read by
+    ``conf/train.yaml``). In a multirun that command line is this job's overrides, not the sweep's.
+    Afterwards the process group and Lightning's rank variables go, so the next job of a multirun
+    run in this process starts its own ranks instead of joining ranks that have exited.
+    """
+    saved_environ, saved_argv = dict(os.environ), list(sys.argv)
+    os.environ["MADE_RUN_DIR"] = str(output_dir)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = HydraConfig.get().job
+        sys.argv = [sys.argv[0], f"--config-name={job.config_name}", *HydraConfig.get().overrides.task]
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        sys.argv = saved_argv
+
+
+def _sample_grid(module: MADEModule, path: Path) -> Path | None:
+    """Draw ``module.num_samples`` from the mixture of the test masks and save them as a PNG grid."""
+    if module.num_samples == 0:
+        return None
+    masks = getattr(module.ensemble, "masks", None) or [module.model.mask(0)]
+    samples = sample_mixture(module.model, masks, module.num_samples, torch.Generator().manual_seed(0))
+    return save_sample_grid(samples, path)
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
+    return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+
+
+def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:
+    if checkpoint is None or checkpoint.best_model_score is None:
+        return {}
+    return {"val/best_nll": float(checkpoint.best_model_score)}
+
+
+def _print_summary(results: dict) -> None:
+    metrics = results["metrics"]
+    shown = {key: value for key, value in metrics.items() if key.startswith("test/") and "ensemble" not in key}
+    lines = [f"  {key:<32} {value:.4f}" for key, value in sorted(shown.items())]
+    print("Test results (nats per example; bpd = bits per dimension):\n" + "\n".join(lines))
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so the next job of a multirun starts its own (a run without the W&B logger
+    never imports wandb, so it runs where wandb is not installed)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
+    try:
+        metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume, cfg.overwrite) if cfg.resume else None)["metrics"]
+    except UserError:
+        _remove_if_unused(Path(cfg.paths.output_dir))
+        raise
+    return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
+
+
+def _last_checkpoint(run_dir: str, overwrite: bool) -> Path:
+    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from; a finished run
+    (with ``results.json``) is only reopened with ``overwrite=true``."""
+    checkpoint = RunDir(run_dir).last_checkpoint
+    if not checkpoint.is_file():
+        raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
+    if RunDir(run_dir).is_finished() and not overwrite:
+        raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
+    return checkpoint
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete a run dir that holds only what Hydra wrote before the run failed on bad input."""
+    hydra_only = {".hydra", "train.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
+        shutil.rmtree(run_dir)
+
+
+def main() -> None:
+    register_configs()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    with exit_on_config_error("made-train"):
+        _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

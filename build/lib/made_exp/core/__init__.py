@@ -1,0 +1,1 @@
+"""The maths: MADE, its masks, scoring, normalisers and samplers. Imports only torch."""

@@ -1,0 +1,36 @@
+"""User errors (bad data, config or paths): one line, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["UserError", "RunDirError", "exit_on_user_error"]
+
+
+class UserError(Exception):
+    """A problem with what the user gave (file, config, directory), not a bug: its message says what to fix."""
+
+
+class RunDirError(UserError):
+    """A path that is not a usable made-train run directory."""
+
+
+def show_tracebacks() -> bool:
+    """``MADE_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) shows the full traceback of user errors."""
+    return os.environ.get("MADE_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+@contextmanager
+def exit_on_user_error(program: str, debug: bool | None = None) -> Iterator[None]:
+    """Turn a UserError into ``<program>: error: <message>`` on stderr and exit status 2; ``debug`` (default:
+    ``show_tracebacks()``) re-raises it instead."""
+    try:
+        yield
+    except UserError as error:
+        if show_tracebacks() if debug is None else debug:
+            raise
+        print(f"{program}: error: {error}", file=sys.stderr)
+        sys.exit(2)

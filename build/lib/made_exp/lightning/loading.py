@@ -1,0 +1,83 @@
+"""Build the module a config describes, and rebuild a finished run (config, data, trained model) from its dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from made_exp.errors import RunDirError
+from made_exp.lightning.module import MADEModule
+from made_exp.runs.rundir import RunDir
+
+__all__ = ["build_module", "load_run", "find_checkpoint"]
+
+# Where the classes named by runs trained before the package was split into layers (0.1) live now.
+_MOVED_TARGETS = {
+    "made_exp.made.": "made_exp.core.made.",
+    "made_exp.masking.": "made_exp.core.masks.",
+    "made_exp.ensemble.": "made_exp.core.ensemble.",
+    "made_exp.data.": "made_exp.data.datamodules.",
+    "made_exp.module.": "made_exp.lightning.module.",
+}
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """The run's best checkpoint, else its last one."""
+    for path in (RunDir(run_dir).best_checkpoint, RunDir(run_dir).last_checkpoint):
+        if path.is_file():
+            return path
+    raise RunDirError(
+        f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt (is this a made-train run dir?)"
+    )
+
+
+def build_module(cfg: DictConfig, input_dim: int) -> MADEModule:
+    """The untrained MADEModule a config describes: model, optimiser, mask schedule and ensemble."""
+    return instantiate(
+        cfg.module,
+        model=instantiate(cfg.model, input_dim=input_dim),
+        optimizer=instantiate(cfg.optimizer),
+        masks=instantiate(cfg.masks),
+        ensemble=instantiate(cfg.ensemble),
+    )
+
+
+def load_run(run_dir: str | Path, ensemble: DictConfig | None = None) -> tuple[DictConfig, object, MADEModule]:
+    """(config, datamodule, module with the trained weights) of a made-train run dir.
+
+    ``ensemble``, when given, replaces the run's test-time ensemble config.
+    """
+    run_dir = Path(run_dir)
+    config_path = RunDir(run_dir).config
+    if not config_path.is_file():
+        raise RunDirError(f"{run_dir}: no .hydra/config.yaml (is this a made-train run dir?)")
+    cfg = _with_current_targets(OmegaConf.load(config_path))
+    OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
+    if ensemble is not None:
+        cfg.ensemble = ensemble
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule.input_dim)
+    checkpoint = torch.load(find_checkpoint(run_dir), map_location="cpu", weights_only=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    return cfg, datamodule, module
+
+
+def _with_current_targets(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with every ``_target_`` of a class that has moved (``_MOVED_TARGETS``) pointing to where it is now."""
+
+    def current(node):
+        if isinstance(node, dict):
+            return {key: _moved(value) if key == "_target_" else current(value) for key, value in node.items()}
+        return [current(item) for item in node] if isinstance(node, list) else node
+
+    return OmegaConf.create(current(OmegaConf.to_container(cfg, resolve=False)))
+
+
+def _moved(target: str) -> str:
+    for old, new in _MOVED_TARGETS.items():
+        if target.startswith(old) and target.count(".") == old.count("."):
+            return new + target[len(old):]
+    return target

@@ -1,0 +1,220 @@
+"""LightningModule around MADE: glue only (masks per step, metrics, optimiser).
+
+Metrics, all per example: ``train/nll``, ``val/nll``, ``test/nll`` in nats, and the
+same in bits per dimension (``*/bpd`` = nats / (D ln 2)).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from torch import Tensor
+
+from made_exp.core.ensemble import Mixture
+from made_exp.core.made import MADE
+from made_exp.core.masks import MaskSchedule
+
+__all__ = ["MADEModule"]
+
+
+def use_plain_cuda_checks_without_a_driver() -> None:
+    """Undo Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where NVML cannot load (no NVIDIA driver).
+
+    Lightning sets it on import so that CUDA checks go through NVML and keep ``fork`` safe. Without a
+    driver NVML never loads, and each ``torch.cuda.is_available()`` retries, and Adam's ``step`` calls
+    that check: 0.15 ms per optimiser step on a CPU machine. Without a driver the plain check cannot
+    initialise CUDA either, so it is just as fork-safe.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+use_plain_cuda_checks_without_a_driver()
+
+
+class MADEModule(pl.LightningModule):
+    """Trains ``model`` with the mask ``schedule``; validates on a mixture of masks; tests with ``ensemble``.
+
+    Args:
+        model: the MADE.
+        optimizer: a partial optimiser, completed with the parameters (``_partial_: true``).
+        masks: the training-time mask schedule.
+        ensemble: the test-time combination of masks (see ``made_exp.ensemble``).
+        lr_decay: per-epoch multiplicative learning-rate decay (1 = none).
+        num_samples: samples drawn after testing for the sample grid (0 = none).
+        compile_model: compile MADE's forward with ``torch.compile`` (in place, so checkpoints keep
+            their keys); changing masks does not recompile, since masks are buffers.
+    """
+
+    def __init__(
+        self,
+        model: MADE,
+        optimizer: Callable,
+        masks: MaskSchedule,
+        ensemble,
+        lr_decay: float = 1.0,
+        num_samples: int = 64,
+        compile_model: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.masks = masks
+        self.ensemble = ensemble
+        self.lr_decay = lr_decay
+        self.num_samples = num_samples
+        self.compile_model = compile_model
+        self._compiled = False
+        self._plain_backward = False  # set at the start of fitting (see _manual_backward_adds_nothing)
+        self.nats_to_bpd = 1.0 / (model.input_dim * math.log(2))
+        self.validation_ensemble = Mixture(
+            num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=4321
+        )
+        self.test_results: dict[str, float] = {}
+        self.per_mask_nll: list[float] = []  # test NLL of each mask on its own, when the ensemble reports them
+        self._sums: dict[str, dict[str, tuple[Tensor, int]]] = {"train": {}, "val": {}, "test": {}}
+
+    def configure_model(self) -> None:
+        """Compile once (lazily: at the first forward); Lightning calls this for fit and again for test."""
+        if self.compile_model and not self._compiled:
+            self.model.compile()
+            self._compiled = True
+
+    automatic_optimization = False  # one optimiser step per minibatch, several minibatches per Lightning step
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_decay == 1.0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def training_step(self, minibatches: list[Tensor], batch_idx: int) -> Tensor:
+        """One Adam/SGD/... step per (B, D) minibatch. Grouping minibatches (``data.minibatches_per_step``)
+        pays Lightning's ~1 ms per-step overhead once per group instead of once per minibatch."""
+        optimizer = self.optimizers()
+        total, count = 0.0, 0
+        for minibatch in minibatches:
+            masks = self.masks.training_masks(self.model, self.global_step)
+            loss = self.masks.loss(self.model, minibatch, masks)
+            optimizer.zero_grad(set_to_none=True)
+            if self._plain_backward:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
+            optimizer.step()
+            if self.model.mask_baked:
+                self.model.zero_masked_weights()
+            total, count = total + loss.detach() * len(minibatch), count + len(minibatch)
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"training loss became {float(total / count)} at step {self.global_step} (epoch {self.current_epoch}); "
+                "the last good checkpoint is kept in the run's checkpoints/ (try a lower learning rate)"
+            )
+        self._accumulate("train", "nll", total, count)  # logged once per epoch, not through self.log every step
+        return total / count
+
+    def on_train_start(self) -> None:
+        # one fixed mask: keep W * M in the weights rather than multiplying in every forward and backward
+        if self.masks.uses_one_mask(self.model):
+            self.model.bake_mask()
+        self._plain_backward = self._manual_backward_adds_nothing()
+
+    def _manual_backward_adds_nothing(self) -> bool:
+        """Whether ``manual_backward`` would only call ``loss.backward()`` and hooks that nobody overrides
+        (one device, fp32): then the training loop skips Lightning's hook dispatch for every minibatch."""
+        trainer = self.trainer
+        if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+            return False
+        hooks = ("on_before_backward", "on_after_backward")
+        overridden = [
+            getattr(type(obj), hook) is not getattr(base, hook)
+            for obj, base in [(self, pl.LightningModule), *((c, pl.Callback) for c in trainer.callbacks)]
+            for hook in hooks
+        ]
+        return not any(overridden)
+
+    def on_train_end(self) -> None:
+        self.model.unbake_mask()
+
+    def on_train_epoch_end(self) -> None:
+        means = self._reduced_means("train")
+        if means:
+            self.log("train/nll", means["nll"], prog_bar=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    # Every stage accumulates sums and counts and reduces them over ranks once per epoch, so
+    # a distributed run scores every example exactly once, like a single process.
+    def _accumulate(self, stage: str, name: str, total: Tensor, count: int) -> None:
+        """Add ``total`` (a (...,) sum of per-example NLLs) over ``count`` examples to ``stage``'s ``name``."""
+        running_total, running_count = self._sums[stage].get(name, (0.0, 0))
+        self._sums[stage][name] = (running_total + total.double(), running_count + count)
+
+    def _accumulate_examples(self, stage: str, name: str, values: Tensor) -> None:
+        """values: (..., B) per-example NLLs."""
+        self._accumulate(stage, name, values.double().sum(-1), values.shape[-1])
+
+    def _reduced_means(self, stage: str) -> dict[str, Tensor]:
+        """``stage``'s means over every rank's examples since the last call."""
+        means = {}
+        for name, (total, count) in self._sums[stage].items():
+            count = torch.tensor(float(count), dtype=torch.float64, device=total.device)
+            if self.trainer.world_size > 1:
+                total, count = self.all_gather(total).sum(0), self.all_gather(count).sum(0)
+            means[name] = total / count
+        self._sums[stage] = {}
+        return means
+
+    def on_validation_epoch_start(self) -> None:
+        self.validation_ensemble.prepare(self.model)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._accumulate_examples("val", "nll", -self.validation_ensemble.log_prob(self.model, batch)["log_prob"])
+
+    def on_validation_epoch_end(self) -> None:
+        nll = float(self._reduced_means("val")["nll"])
+        self.log_dict({"val/nll": nll, "val/bpd": nll * self.nats_to_bpd}, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        valid = self.trainer.datamodule.split("valid").to(self.device)
+        prepared = self.ensemble.prepare(self.model, valid)
+        self.test_results = {f"test/ensemble/{key}": float(value) for key, value in prepared.items()}
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        outputs = self.ensemble.log_prob(self.model, batch)
+        for key, log_prob in outputs.items():
+            name = "single_mask" if key == "mask_log_probs" else self._metric_name(key)
+            self._accumulate_examples("test", name, -log_prob)
+
+    def _metric_name(self, key: str) -> str:
+        """Ensemble output -> metric: an unnormalised score never appears as plain ``nll``."""
+        if key == "log_prob" and not self.ensemble.normalised:
+            raise ValueError(f"ensemble {self.ensemble.name!r} is unnormalised but returned a 'log_prob'")
+        return key.replace("log_prob", "nll")
+
+    def on_test_epoch_end(self) -> None:
+        means = self._reduced_means("test")
+        single = means.pop("single_mask", None)  # (K,) test NLL of each mask on its own
+        metrics = {f"test/{key}": float(value) for key, value in means.items()}
+        for key in list(metrics):
+            metrics[key.replace("nll", "bpd")] = metrics[key] * self.nats_to_bpd
+        self.per_mask_nll = [] if single is None else single.tolist()
+        if single is not None:
+            metrics["test/single_mask_nll_mean"] = float(single.mean())
+            metrics["test/single_mask_nll_std"] = float(single.std()) if len(single) > 1 else 0.0
+            metrics["test/single_mask_nll_best"] = float(single.min())
+        self.test_results.update(metrics)
+        self.log_dict(self.test_results)

@@ -1,0 +1,433 @@
+"""made-train's config: where the YAML lives, the typed schema of every group, and the one validation path.
+
+Every ``conf/<group>/`` file names its schema below in its defaults list (``/schema/<name>@_here_``), so
+OmegaConf rejects unknown keys, wrong types (``model.num_masks=abc``) and values outside an ``Enum``
+(``model.activation=gelu``) while composing; ``validate_config`` checks the ranges (``RANGES``) that types
+cannot express. ``exit_on_config_error`` turns either kind of violation into one line and exit status 2,
+before any data is read or any run dir is written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from made_exp.core.made import ACTIVATIONS, DIRECT_CONNECTIONS, INITS, RESAMPLE_MODES
+from made_exp.core.masks import OBJECTIVES, SCHEDULES
+from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
+
+__all__ = ["CONFIG_DIR", "MATMUL_PRECISIONS", "RANGES", "ConfigError", "register_configs", "validate_config",
+           "compose_ensemble", "exit_on_config_error"]
+
+
+
+def _config_dir() -> str:
+    """``conf/`` of the source checkout this package runs from, else the copy an installed wheel ships."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parents[1] / "conf"
+    return str(checkout if (checkout / "train.yaml").is_file() else package / "conf")
+
+
+CONFIG_DIR = _config_dir()
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "transformer-engine")
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid configuration value; the message names the key and the allowed values."""
+
+
+class Choice(str, Enum):
+    """A str-valued Enum: OmegaConf rejects values outside it; members are their strings to the code."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _choices(name: str, values) -> type[Choice]:
+    return Choice(name, {value: value for value in values})
+
+
+Activation = _choices("Activation", ACTIVATIONS)
+DirectConnection = _choices("DirectConnection", DIRECT_CONNECTIONS)
+Init = _choices("Init", INITS)
+Resample = _choices("Resample", RESAMPLE_MODES)
+Schedule = _choices("Schedule", SCHEDULES)
+Objective = _choices("Objective", OBJECTIVES)
+MaskSource = _choices("MaskSource", ("bank", "fresh"))
+LogZMethod = _choices("LogZMethod", ("auto", "exact", "importance"))
+MatmulPrecision = _choices("MatmulPrecision", MATMUL_PRECISIONS)
+Precision = _choices("Precision", PRECISIONS)
+Mode = _choices("Mode", ("min", "max"))
+
+
+# ---- conf/model/ <-> made_exp.core.made.MADE
+@dataclass
+class ModelSchema:
+    _target_: str = "made_exp.core.made.MADE"
+    hidden_sizes: list[int] = field(default_factory=lambda: [500])
+    activation: Activation = Activation.relu
+    direct_connection: DirectConnection = DirectConnection.none
+    init: Init = Init.default
+    num_masks: int = 1
+    resample: Resample = Resample.full
+    natural_ordering: bool = False
+    condition_on_mask: bool = False
+    seed: int = 0
+
+
+# ---- conf/masks/ <-> made_exp.core.masks.MaskSchedule
+@dataclass
+class MasksSchema:
+    _target_: str = "made_exp.core.masks.MaskSchedule"
+    schedule: Schedule = Schedule.cycle
+    objective: Objective = Objective.nll
+    samples_per_step: int = 1
+    val_num_masks: int = 1
+
+
+# ---- conf/ensemble/ <-> made_exp.core.ensemble
+@dataclass
+class MixtureSchema:
+    _target_: str = "made_exp.core.ensemble.Mixture"
+    num_masks: int | None = None
+    mask_source: MaskSource = MaskSource.bank
+    seed: int = 1234
+
+
+@dataclass
+class LearnedMixtureSchema(MixtureSchema):
+    _target_: str = "made_exp.core.ensemble.LearnedMixture"
+    alpha: float = 1.0
+    max_iters: int = 200
+    tol: float = 1e-6
+
+
+@dataclass
+class ProductOfExpertsSchema(MixtureSchema):
+    _target_: str = "made_exp.core.ensemble.ProductOfExperts"
+    log_z_method: LogZMethod = LogZMethod.auto
+    num_importance_samples: int = 10000
+    exact_max_dim: int = 20
+    chunk_size: int = 16384
+
+
+@dataclass
+class LogitAverageSchema(MixtureSchema):
+    _target_: str = "made_exp.core.ensemble.LogitAverage"
+    exact_max_dim: int = 20
+
+
+@dataclass
+class BestSingleSchema(MixtureSchema):
+    _target_: str = "made_exp.core.ensemble.BestSingle"
+
+
+# ---- conf/data/ <-> made_exp.data.datamodules
+@dataclass
+class DataSchema:
+    _target_: str = "???"
+    batch_size: int = 100
+    eval_batch_size: int = 2000
+    seed: int = 0
+    minibatches_per_step: int = 1
+
+
+@dataclass
+class NPZDataSchema(DataSchema):
+    _target_: str = "made_exp.data.datamodules.NPZDataModule"
+    name: str = "???"
+    data_dir: str | None = None
+    download: bool = True
+    url: str | None = None
+
+
+@dataclass
+class MNISTDataSchema(DataSchema):
+    _target_: str = "made_exp.data.datamodules.MNISTDataModule"
+    root: str | None = None
+    num_valid: int = 10000
+    download: bool = False
+
+
+@dataclass
+class SyntheticDataSchema(DataSchema):
+    _target_: str = "made_exp.data.datamodules.SyntheticDataModule"
+    input_dim: int = 10
+    num_components: int = 5
+    num_train: int = 5000
+    num_valid: int = 1000
+    num_test: int = 1000
+
+
+# ---- conf/optimizer/ <-> torch.optim (partial: the parameters come later)
+@dataclass
+class OptimizerSchema:
+    _target_: str = "???"
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamSchema(OptimizerSchema):
+    _target_: str = "torch.optim.Adam"
+    fused: bool | None = None
+
+
+@dataclass
+class SGDSchema(OptimizerSchema):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.0
+
+
+@dataclass
+class RMSpropSchema(OptimizerSchema):
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = 0.99
+
+
+@dataclass
+class AdadeltaSchema(OptimizerSchema):
+    _target_: str = "torch.optim.Adadelta"
+    rho: float = 0.9
+    eps: float = 1e-6
+
+
+# ---- conf/trainer/ <-> pytorch_lightning.Trainer (the keys made-train's configs set; None = Lightning's default)
+@dataclass
+class TrainerSchema:
+    _target_: str = "pytorch_lightning.Trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    max_epochs: int = 1000
+    max_time: str | None = None
+    precision: Precision = Precision("32-true")
+    deterministic: bool = False
+    log_every_n_steps: int = 50
+    check_val_every_n_epoch: int = 1
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+    enable_model_summary: bool = False
+    enable_progress_bar: bool | None = None
+    default_root_dir: str | None = None
+
+
+# ---- conf/callbacks/ and conf/logger/ <-> Lightning's callbacks and loggers
+@dataclass
+class CheckpointSchema:
+    _target_: str = "pytorch_lightning.callbacks.ModelCheckpoint"
+    dirpath: str = "???"
+    filename: str = "???"
+    monitor: str | None = None
+    mode: Mode = Mode.min
+    every_n_epochs: int | None = None
+    enable_version_counter: bool = True
+
+
+@dataclass
+class EarlyStoppingSchema:
+    _target_: str = "pytorch_lightning.callbacks.EarlyStopping"
+    monitor: str = "val/nll"
+    mode: Mode = Mode.min
+    patience: int = 30
+
+
+@dataclass
+class ProgressBarSchema:
+    _target_: str = "pytorch_lightning.callbacks.RichProgressBar"
+
+
+@dataclass
+class CSVLoggerSchema:
+    _target_: str = "pytorch_lightning.loggers.CSVLogger"
+    save_dir: str = "???"
+    name: str = "csv"
+
+
+@dataclass
+class WandbLoggerSchema:
+    _target_: str = "pytorch_lightning.loggers.WandbLogger"
+    project: str = "made_exp"
+    save_dir: str = "???"
+    offline: bool = True
+    job_type: str = "train"
+    tags: list[str] = field(default_factory=list)
+
+
+# ---- conf/train.yaml: the top level
+@dataclass
+class SeedsSchema:
+    init: int = 0
+    masks: int = 0
+    data: int = 0
+
+
+@dataclass
+class ModuleSchema:
+    _target_: str = "made_exp.lightning.module.MADEModule"
+    lr_decay: float = 1.0
+    num_samples: int = 64
+    compile_model: bool = False
+
+
+@dataclass
+class PathsSchema:
+    log_dir: str = "logs"
+    output_dir: str = "???"
+
+
+@dataclass
+class TrainSchema:
+    seed: int = 0
+    seeds: SeedsSchema = field(default_factory=SeedsSchema)
+    task_name: str = "train"
+    tags: list[str] = field(default_factory=list)
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest
+    resume: str | None = None
+    overwrite: bool = False
+    module: ModuleSchema = field(default_factory=ModuleSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    data: Any = None
+    model: Any = None
+    masks: Any = None
+    ensemble: Any = None
+    optimizer: Any = None
+    trainer: Any = None
+    logger: Any = None
+    callbacks: Any = None
+
+
+SCHEMAS: dict[str, type] = {
+    "train": TrainSchema,
+    "model": ModelSchema,
+    "masks": MasksSchema,
+    "ensemble_mixture": MixtureSchema,
+    "ensemble_learned_mixture": LearnedMixtureSchema,
+    "ensemble_poe": ProductOfExpertsSchema,
+    "ensemble_logit_average": LogitAverageSchema,
+    "ensemble_best_single": BestSingleSchema,
+    "data_npz": NPZDataSchema,
+    "data_mnist": MNISTDataSchema,
+    "data_synthetic": SyntheticDataSchema,
+    "optimizer_adam": AdamSchema,
+    "optimizer_sgd": SGDSchema,
+    "optimizer_adagrad": OptimizerSchema,
+    "optimizer_rmsprop": RMSpropSchema,
+    "optimizer_adadelta": AdadeltaSchema,
+    "trainer": TrainerSchema,
+    "checkpoint": CheckpointSchema,
+    "early_stopping": EarlyStoppingSchema,
+    "progress_bar": ProgressBarSchema,
+    "logger_csv": CSVLoggerSchema,
+    "logger_wandb": WandbLoggerSchema,
+}
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore as ``schema/<name>`` (the YAML files name them)."""
+    store = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        store.store(group="schema", name=name, node=node)
+
+
+# key: (lowest allowed, whether the lowest itself is allowed). Absent optional keys are skipped.
+RANGES: dict[str, tuple[float, bool]] = {
+    "seed": (0, True),
+    "model.num_masks": (1, True),
+    "masks.samples_per_step": (1, True),
+    "masks.val_num_masks": (1, True),
+    "ensemble.num_masks": (1, True),
+    "ensemble.num_importance_samples": (1, True),
+    "ensemble.max_iters": (1, True),
+    "ensemble.alpha": (0, False),
+    "optimizer.lr": (0, False),
+    "optimizer.weight_decay": (0, True),
+    "module.lr_decay": (0, False),
+    "module.num_samples": (0, True),
+    "data.batch_size": (1, True),
+    "data.eval_batch_size": (1, True),
+    "data.minibatches_per_step": (1, True),
+    "trainer.max_epochs": (1, True),
+    "trainer.check_val_every_n_epoch": (1, True),
+    "callbacks.early_stopping.patience": (1, True),
+}
+
+
+def _check_range(key: str, value: float, lowest: float, inclusive: bool) -> None:
+    if value < lowest or (value == lowest and not inclusive):
+        relation = ">=" if inclusive else ">"
+        raise ConfigError(f"{key}={value} is not allowed; it must be {relation} {lowest}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for a value outside its range (types and choices were checked while composing)."""
+    for key, (lowest, inclusive) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            _check_range(key, value, lowest, inclusive)
+    hidden_sizes = OmegaConf.select(cfg, "model.hidden_sizes", default=None)
+    if hidden_sizes is not None and (not hidden_sizes or min(hidden_sizes) < 1):
+        raise ConfigError(
+            f"model.hidden_sizes={list(hidden_sizes)} is not allowed; it must be a non-empty list of positive widths"
+        )
+
+
+def compose_ensemble(name: str, overrides: list[str]) -> DictConfig:
+    """``conf/ensemble/<name>.yaml`` composed with ``KEY=VALUE`` overrides of its keys, checked like made-train's."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(overrides=[f"+ensemble={name}", *(f"ensemble.{override}" for override in overrides)])
+    validate_config(cfg)
+    return cfg.ensemble
+
+
+_DETAIL_PREFIXES = ("full_key:", "object_type=", "reference_type=", "Set the environment variable")
+
+
+def _composition_message(error: Exception) -> str:
+    """One line from a Hydra/OmegaConf composition error: what was being composed, and what is wrong with it."""
+    parts = [str(error)]
+    if isinstance(error.__cause__, OmegaConfBaseException):
+        parts.append(str(error.__cause__))
+    lines = [line.strip() for part in parts for line in part.splitlines()]
+    return "; ".join(line for line in lines if line and not line.startswith(_DETAIL_PREFIXES))
+
+
+@contextmanager
+def exit_on_config_error(program: str) -> Iterator[None]:
+    """Run a Hydra entry point so that a bad config (composition or range) or any other UserError ends in
+    ``<program>: error: <one line>`` and exit status 2 (see ``made_exp.errors.exit_on_user_error``).
+
+    Hydra reports its own errors (several lines, exit status 1) unless ``HYDRA_FULL_ERROR`` is set, so it
+    is set for the block and its errors come here.
+    """
+    debug = show_tracebacks()
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        with exit_on_user_error(program, debug):
+            try:
+                yield
+            except (HydraException, OmegaConfBaseException) as error:
+                raise ConfigError(_composition_message(error)) from error
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved

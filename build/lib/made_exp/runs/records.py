@@ -1,0 +1,28 @@
+"""Finding the records of finished runs (their ``results.json``) and reading what made-report and made-compare need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from made_exp.errors import UserError
+from made_exp.runs.rundir import RESULTS
+
+__all__ = ["ReportError", "dataset_name", "results_files"]
+
+
+class ReportError(UserError, ValueError):
+    """Input that cannot be reported on; the message names the path."""
+
+
+def dataset_name(data: dict) -> str:
+    if data.get("name"):
+        return str(data["name"])
+    return str(data.get("_target_", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+
+
+def results_files(directory: Path) -> list[Path]:
+    """Every ``results.json`` under ``directory``, sorted; ReportError when there is none."""
+    paths = sorted(Path(directory).rglob(RESULTS)) if Path(directory).is_dir() else []
+    if not paths:
+        raise ReportError(f"no results.json under {directory}")
+    return paths

@@ -1,0 +1,84 @@
+"""The layout of a made-train run directory: the one place that names its files.
+
+    <run dir>/
+        .hydra/config.yaml          the composed config (Hydra)
+        checkpoints/best.ckpt       the epoch with the best val/nll (tested by made-train and made-eval)
+        checkpoints/last.ckpt       the end of the latest epoch (resume= continues from it)
+        results.json                metrics, config, seeds, commit, hardware, wall time (a finished run)
+        error.json                  why a sweep job failed
+        eval_<strategy>.json        made-eval / made-compare under another ensemble strategy
+        samples.png                 samples drawn after testing
+        wandb_id.txt                the W&B run id, so a resumed run continues it
+
+Example:
+    >>> RunDir("logs/run").last_checkpoint.as_posix()
+    'logs/run/checkpoints/last.ckpt'
+    >>> RunDir("logs/run").evaluation("poe").name
+    'eval_poe.json'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunDir", "RESULTS"]
+
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of the files in one run directory (none of them need exist)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def hydra_config(self) -> Path:
+        return self.path / ".hydra" / "hydra.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def error(self) -> Path:
+        return self.path / "error.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.png"
+
+    @property
+    def wandb_id(self) -> Path:
+        return self.path / "wandb_id.txt"
+
+    def evaluation(self, strategy: str) -> Path:
+        """Where made-eval writes the run's metrics under ``strategy`` (a conf/ensemble/ name)."""
+        return self.path / f"eval_{strategy}.json"
+
+    def evaluations(self) -> list[Path]:
+        """Every ``eval_<strategy>.json`` of the run, sorted."""
+        return sorted(self.path.glob("eval_*.json"))
+
+    def is_finished(self) -> bool:
+        return self.results.is_file()

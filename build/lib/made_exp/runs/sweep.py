@@ -1,0 +1,114 @@
+"""Sweeps (``made-train -m``): failure isolation, skipping finished jobs, and the sweep summary.
+
+A job of a multirun runs through ``run_job``: a job whose dir already holds ``results.json``
+is skipped, an unfinished one continues from its ``checkpoints/last.ckpt``, and one that
+raises leaves ``error.json`` and returns NaN (Optuna records the trial as failed) instead of
+stopping the sweep. ``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in
+``conf/train.yaml``) then writes ``sweep_summary.json`` and ``sweep_summary.md`` in the
+sweep dir, one row per job.
+
+Rerun a sweep, skipping what finished:
+    made-train -m <same overrides> hydra.sweep.dir=logs/train/multiruns/<sweep>
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from made_exp.runs.results import write_json_atomic
+from made_exp.runs.rundir import RunDir
+
+__all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
+
+log = logging.getLogger(__name__)
+
+SHOWN_METRICS = ("val/best_nll", "test/nll")
+
+
+def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
+    """Run one sweep job with ``train(cfg, resume_from=...)``; returns its val/best_nll, NaN if it failed."""
+    output_dir = Path(cfg.paths.output_dir)
+    run = RunDir(output_dir)
+    if run.is_finished():
+        log.info(f"{output_dir.name}: {run.results.name} present, job skipped")
+        metrics = json.loads(run.results.read_text())["metrics"]
+        return metrics.get("val/best_nll", math.nan)
+    run.error.unlink(missing_ok=True)  # a rerun replaces the record of an earlier failure
+    last = run.last_checkpoint
+    try:
+        metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
+    except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
+        log.error(f"{output_dir.name} failed:\n{traceback.format_exc()}")
+        _write_error(output_dir, error)
+        return math.nan
+    return metrics.get("val/best_nll", math.nan)
+
+
+@rank_zero_only
+def _write_error(output_dir: Path, error: Exception) -> None:
+    write_json_atomic(RunDir(output_dir).error, {
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exception(error),
+    })
+
+
+def job_summary(job_dir: Path) -> dict[str, Any]:
+    """One job of a sweep: number, overrides, status (finished/failed/incomplete), metrics or error."""
+    run = RunDir(job_dir)
+    hydra_cfg = OmegaConf.load(run.hydra_config).hydra
+    row: dict[str, Any] = {
+        "job": hydra_cfg.job.num,
+        "dir": job_dir.name,
+        "overrides": list(hydra_cfg.overrides.task),
+        "status": "incomplete",
+    }
+    if run.is_finished():
+        metrics = json.loads(run.results.read_text())["metrics"]
+        row.update(status="finished", metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
+    elif run.error.is_file():
+        row.update(status="failed", error=json.loads(run.error.read_text())["error"])
+    return row
+
+
+def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Write ``sweep_summary.json`` and ``sweep_summary.md`` for every job dir under ``sweep_dir``."""
+    job_dirs = [path.parent.parent for path in sweep_dir.glob("*/.hydra/hydra.yaml")]
+    jobs = sorted((job_summary(job_dir) for job_dir in job_dirs), key=lambda row: row["job"])
+    counts = {status: sum(row["status"] == status for row in jobs) for status in ("finished", "failed", "incomplete")}
+    write_json_atomic(sweep_dir / "sweep_summary.json", {"sweep_dir": str(sweep_dir), **counts, "jobs": jobs})
+    lines = [
+        f"# Sweep {sweep_dir.name}",
+        "",
+        ", ".join(f"{count} {status}" for status, count in counts.items()),
+        "",
+        f"| job | status | overrides | {' | '.join(SHOWN_METRICS)} | error |",
+        "|---|---|---|" + "---|" * len(SHOWN_METRICS) + "---|",
+    ]
+    for row in jobs:
+        metrics = row.get("metrics", {})
+        values = [f"{metrics[key]:.4f}" if key in metrics else "" for key in SHOWN_METRICS]
+        error = row.get("error", "").replace("|", "\\|").replace("\n", " ")
+        cells = [str(row["job"]), row["status"], " ".join(row["overrides"]), *values, error]
+        lines.append(f"| {' | '.join(cells)} |")
+    (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
+    return jobs
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, summarise its jobs in the sweep dir."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
+        failed = [row["dir"] for row in jobs if row["status"] == "failed"]
+        if failed:
+            log.warning(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see sweep_summary.md)")
