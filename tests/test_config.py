@@ -31,6 +31,13 @@ def test_masks_group_sets_the_model_bank_and_test_ensemble():
     assert compose_train(["masks=connectivity"]).model.resample == "connectivity"
 
 
+@pytest.mark.parametrize("masks", ["single", "cycle"])
+def test_a_bank_of_k_masks_validates_on_the_mixture_it_is_tested_on(masks):
+    """Early stopping and a search's val/best_nll rank the number the test reports: the K-mask mixture."""
+    cfg = compose_train([f"masks={masks}", "model.num_masks=8"])
+    assert cfg.masks.val_num_masks == 8 and cfg.ensemble.num_masks is None  # None: every bank mask
+
+
 def test_typo_in_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException):
         compose_train(["model.hiden_sizes=[10]"])

@@ -26,14 +26,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
 from made_exp.errors import UserError
 from made_exp.lightning.loading import build_module
 from made_exp.lightning.module import MADEModule
-from made_exp.runs.config import CONFIG_DIR, ConfigError, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
 from made_exp.runs.images import save_sample_grid
 from made_exp.runs.results import git_commit, run_metadata, write_json_atomic
+from made_exp.runs.resume import last_checkpoint, lock_run, resume_arguments, resumed_run
 from made_exp.runs.rundir import RunDir
 from made_exp.runs.sweep import run_job
 
@@ -90,10 +92,11 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-            checkpoint = _best_checkpoint(trainer)
-            best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            with _stopped_by_signals(output_dir):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+                checkpoint = _best_checkpoint(trainer)
+                best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             results = {
                 "metrics": {**_best_validation(checkpoint), **module.test_results},
                 "per_mask_nll": module.per_mask_nll,
@@ -112,6 +115,26 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             return results
         finally:
             _finish_wandb()
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(output_dir: Path) -> Iterator[None]:
+    """A SIGTERM (a scheduler's warning before it kills) or Ctrl-C, which Lightning turns into SystemExit, ends
+    the process with status 143 or 130 (never 0: a scheduler must not read it as success), saying how to resume.
+
+    ``checkpoints/last.ckpt`` holds the end of the last complete epoch (written every epoch); resuming from there
+    gives the same result as a run never stopped.
+    """
+    try:
+        yield
+    except SystemExit as stop:
+        sigterm = isinstance(stop, SIGTERMException)
+        last = RunDir(output_dir).last_checkpoint
+        state = (f"{last} holds the last complete epoch; continue with: made-train resume={output_dir}"
+                 if last.is_file() else "no epoch finished, so there is nothing to resume")
+        if rank_zero_only.rank == 0:
+            print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}", file=sys.stderr)
+        raise SystemExit(143 if sigterm else 130) from None
 
 
 @contextlib.contextmanager
@@ -178,22 +201,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
     try:
-        metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume, cfg.overwrite) if cfg.resume else None)["metrics"]
+        resume_from = last_checkpoint(Path(cfg.resume), cfg.overwrite) if cfg.resume else None
+        metrics = train(cfg, resume_from=resume_from)["metrics"]
     except UserError:
         _remove_if_unused(Path(cfg.paths.output_dir))
         raise
     return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
-
-
-def _last_checkpoint(run_dir: str, overwrite: bool) -> Path:
-    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from; a finished run
-    (with ``results.json``) is only reopened with ``overwrite=true``."""
-    checkpoint = RunDir(run_dir).last_checkpoint
-    if not checkpoint.is_file():
-        raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
-    if RunDir(run_dir).is_finished() and not overwrite:
-        raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
-    return checkpoint
 
 
 def _remove_if_unused(run_dir: Path) -> None:
@@ -207,6 +220,10 @@ def main() -> None:
     register_configs()
     os.environ.setdefault("WANDB_MODE", "offline")
     with exit_on_config_error("made-train"):
+        sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+        run_dir = resumed_run(sys.argv[1:])
+        if run_dir is not None and rank_zero_only.rank == 0:
+            lock_run(run_dir)
         _hydra_main()
 
 

@@ -1,7 +1,7 @@
 """The layout of a made-train run directory: the one place that names its files.
 
     <run dir>/
-        .hydra/config.yaml          the composed config (Hydra)
+        .hydra/config.yaml          the composed config (Hydra); overrides.yaml, the command line's overrides
         checkpoints/best.ckpt       the epoch with the best val/nll (tested by made-train and made-eval)
         checkpoints/last.ckpt       the end of the latest epoch (resume= continues from it)
         results.json                metrics, config, seeds, commit, hardware, wall time (a finished run)
@@ -39,6 +39,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
 
     @property
     def hydra_config(self) -> Path:

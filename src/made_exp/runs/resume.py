@@ -1,0 +1,107 @@
+"""``made-train resume=<run dir>``: the run's own overrides, checked before Hydra touches the run, and a lock.
+
+A resumed run is composed from the overrides it was started with (``.hydra/overrides.yaml``), so
+``made-train resume=<dir>`` alone continues it. The command line may add keys (``trainer.max_epochs=500``
+to train longer) but not contradict a saved one: that is refused before anything in the run dir changes.
+A lock file keeps a second resume of the same run out while the first is alive.
+
+Example:
+    >>> override_key("+trainer.max_time=00:01:00:00"), override_key("~callbacks.rich_progress_bar")
+    ('trainer.max_time', 'callbacks.rich_progress_bar')
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from made_exp.runs.config import ConfigError
+from made_exp.runs.rundir import RunDir
+
+__all__ = ["override_key", "resumed_run", "resume_arguments", "last_checkpoint", "lock_run"]
+
+_RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
+
+
+def override_key(override: str) -> str:
+    """The config key a Hydra override sets (without ``+``, ``++`` or ``~``)."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _saved_overrides(run_dir: Path) -> list[str]:
+    path = RunDir(run_dir).overrides
+    if not path.is_file():
+        raise ConfigError(f"resume={run_dir}: no {path} (is it a made-train run dir?)")
+    return [o for o in OmegaConf.to_container(OmegaConf.load(path)) if override_key(o) not in _RESUME_ONLY]
+
+
+def _value(arguments: list[str], key: str) -> str | None:
+    value = next((a.split("=", 1)[1] for a in arguments if override_key(a) == key and "=" in a), None)
+    return None if value in (None, "", "null") else value
+
+
+def resumed_run(arguments: list[str]) -> Path | None:
+    """The run dir that command-line ``arguments`` resume (``resume=<dir>``), if any."""
+    resume = _value(arguments, "resume")
+    return None if resume is None else Path(resume)
+
+
+def last_checkpoint(run_dir: Path, overwrite: bool) -> Path:
+    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from; a finished run
+    (with ``results.json``) is only reopened with ``overwrite=true``."""
+    checkpoint = RunDir(run_dir).last_checkpoint
+    if not checkpoint.is_file():
+        raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
+    if RunDir(run_dir).is_finished() and not overwrite:
+        raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
+    return checkpoint
+
+
+def resume_arguments(arguments: list[str]) -> list[str]:
+    """Command-line ``arguments`` with the resumed run's saved overrides put first (unchanged without ``resume=``),
+    after checking that the run can be resumed; ConfigError when an argument sets a saved key to another value."""
+    run_dir = resumed_run(arguments)
+    if run_dir is None:
+        return arguments
+    last_checkpoint(run_dir, overwrite=_value(arguments, "overwrite") in ("true", "True"))
+    resume = str(run_dir)
+    saved = _saved_overrides(run_dir)
+    saved_by_key = {override_key(o): o for o in saved}
+    for argument in arguments:
+        key = override_key(argument)
+        if key in saved_by_key and argument != saved_by_key[key]:
+            raise ConfigError(f"resume={resume}: {argument} contradicts the run's own {saved_by_key[key]} "
+                              "(leave it out: the run's overrides are used)")
+    return [o for o in saved if o not in arguments] + arguments
+
+
+def lock_run(run_dir: Path) -> None:
+    """Hold ``<run dir>/.resume.lock`` until this process exits; ConfigError if a live process holds it."""
+    lock = Path(run_dir) / ".resume.lock"
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _holder_alive(lock):
+                raise ConfigError(f"resume={run_dir}: another made-train (pid {lock.read_text().strip()}) is "
+                                  f"resuming this run; remove {lock} if it is not") from None
+            lock.unlink(missing_ok=True)  # left by a process that died
+            continue
+        os.write(descriptor, str(os.getpid()).encode())
+        os.close(descriptor)
+        atexit.register(lock.unlink, missing_ok=True)
+        return
+    raise ConfigError(f"resume={run_dir}: could not take {lock}")
+
+
+def _holder_alive(lock: Path) -> bool:
+    try:
+        os.kill(int(lock.read_text().strip()), 0)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,95 @@
+"""What a scheduler or a person does to a running made-train: SIGTERM, Ctrl-C, and resuming afterwards."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from made_exp.runs.config import ConfigError
+from made_exp.runs.resume import lock_run, resume_arguments
+
+BIN = Path(sys.executable).parent
+LONG = ["data=synthetic", "data.num_train=4000", "model.hidden_sizes=[128]", "trainer.max_epochs=40",
+        "callbacks.early_stopping.patience=100", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar"]
+
+
+def environment(log_dir: Path) -> dict:
+    return {**os.environ, "MADE_LOG_DIR": str(log_dir), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+
+def start_and_signal(log_dir: Path, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """Start a long made-train, send ``signum`` once its first epoch is checkpointed; (result, run dir)."""
+    process = subprocess.Popen([str(BIN / "made-train"), *LONG], env=environment(log_dir), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(log_dir.glob("train/runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    (run_dir,) = (log_dir / "train" / "runs").iterdir()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), run_dir
+
+
+def made_train(args: list[str], log_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "made-train"), *args], env=environment(log_dir), capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_sigterm_exits_non_zero_says_how_to_resume_and_the_run_resumes_with_its_own_overrides(tmp_path):
+    stopped, run_dir = start_and_signal(tmp_path, signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert f"made-train resume={run_dir}" in stopped.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "results.json").exists()
+
+    resumed = made_train([f"resume={run_dir}"], tmp_path)  # no other override: the run's own are used
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["config"]["data"]["num_train"] == 4000 and results["epochs"] == 40
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
+    stopped, run_dir = start_and_signal(tmp_path, signal.SIGINT)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert f"made-train resume={run_dir}" in stopped.stderr
+
+
+@pytest.mark.slow
+def test_a_resume_that_contradicts_the_run_is_refused_before_its_record_changes(tmp_path):
+    stopped, run_dir = start_and_signal(tmp_path, signal.SIGTERM)
+    record = (run_dir / ".hydra" / "config.yaml").read_bytes()
+    refused = made_train([f"resume={run_dir}", "data=dna"], tmp_path)
+    assert refused.returncode == 2 and "contradicts the run's own data=synthetic" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == record
+
+    (run_dir / ".resume.lock").write_text(str(os.getpid()))  # a live process holds it
+    locked = made_train([f"resume={run_dir}"], tmp_path)
+    assert locked.returncode == 2 and "another made-train" in locked.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == record
+
+
+def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- data=dna\n- model.num_masks=4\n- resume=old\n")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"])
+    assert arguments == ["model.num_masks=4", f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"]
+    with pytest.raises(ConfigError, match="contradicts"):
+        resume_arguments([f"resume={tmp_path}", "model.num_masks=8"])
+    assert resume_arguments(["data=dna"]) == ["data=dna"]
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".resume.lock").write_text(dead.stdout.strip())
+    lock_run(tmp_path)
+    assert (tmp_path / ".resume.lock").read_text() == str(os.getpid())
