@@ -104,3 +104,23 @@ def test_a_run_trained_before_the_layered_layout_still_loads(dna_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     trained = json.loads((dna_run / "results.json").read_text())["metrics"]["test/nll"]
     assert json.loads((old_run / "eval_mixture.json").read_text())["metrics"]["test/nll"] == pytest.approx(trained)
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_truncated_checkpoint_is_one_line_naming_it_and_best_never_silently_becomes_last(dna_run, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(dna_run, broken)
+    best = broken / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:4000])
+    for program in ("made-eval", "made-sample"):
+        result = run([str(BIN / program), str(broken)], tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"{best}: unreadable checkpoint" in result.stderr
+    best.unlink()
+    result = run([str(BIN / "made-eval"), str(broken)], tmp_path)
+    assert result.returncode == 2 and "pass --checkpoint last" in result.stderr
+    result = run([str(BIN / "made-eval"), str(broken), "--checkpoint", "last"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((broken / "eval_mixture.json").read_text())["checkpoint"] == str(broken / "checkpoints" /
+                                                                                       "last.ckpt")

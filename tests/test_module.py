@@ -12,6 +12,7 @@ from made_exp.core.ensemble import LogitAverage, Mixture
 from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
 from made_exp.data.datamodules import SyntheticDataModule
+from made_exp.errors import DivergenceError
 from made_exp.lightning.module import MADEModule, use_plain_cuda_checks_without_a_driver
 
 
@@ -113,7 +114,17 @@ def test_non_finite_loss_stops_with_a_clear_error():
         model.output.bias.fill_(float("nan"))
     module = MADEModule(model, partial(torch.optim.SGD, lr=0.1), MaskSchedule(), Mixture(), num_samples=0)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    with pytest.raises(FloatingPointError, match="training loss became nan"):
+    with pytest.raises(DivergenceError, match="mean loss nan"):
+        trainer.fit(module, datamodule=datamodule)
+
+
+def test_a_loss_far_above_the_uniform_models_stops_the_run():
+    datamodule = SyntheticDataModule(input_dim=8, num_train=64, num_valid=32, num_test=32, batch_size=32)
+    module = MADEModule(MADE(8, [8]), partial(torch.optim.SGD, lr=0.1), MaskSchedule(), Mixture(), num_samples=0)
+    with torch.no_grad():
+        module.model.output.bias.fill_(-1e3)  # finite, but every x_d = 1 costs 1000 nats
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(DivergenceError, match="diverged at epoch 0"):
         trainer.fit(module, datamodule=datamodule)
 
 

@@ -208,3 +208,10 @@ def test_last_checkpoint_is_the_latest_epoch_and_best_the_best_one(tmp_path):
         val_nll = {int(row["epoch"]): float(row["val/nll"]) for row in csv.DictReader(metrics) if row["val/nll"]}
     assert epochs["last"] == 7
     assert epochs["best"] == min(val_nll, key=val_nll.get) < 7  # the two differ: the test can tell them apart
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_with_one_line_and_a_non_zero_status(tmp_path):
+    result = cli("made-train", ["data=synthetic", "optimizer.lr=1e6", *TINY], tmp_path)
+    assert_one_line_error(result, "training diverged", "optimizer.lr")
+    assert not list(tmp_path.glob("train/runs/*/results.json"))

@@ -75,6 +75,13 @@ def test_a_resume_that_contradicts_the_run_is_refused_before_its_record_changes(
     assert locked.returncode == 2 and "another made-train" in locked.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == record
 
+    (run_dir / ".resume.lock").unlink()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # a write cut short
+    truncated = made_train([f"resume={run_dir}"], tmp_path)
+    assert truncated.returncode == 2 and f"{last}: unreadable checkpoint" in truncated.stderr
+    assert "Traceback" not in truncated.stderr
+
 
 def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
     (tmp_path / ".hydra").mkdir()

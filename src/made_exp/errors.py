@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["UserError", "RunDirError", "exit_on_user_error"]
+__all__ = ["UserError", "RunDirError", "DivergenceError", "exit_on_user_error"]
 
 
 class UserError(Exception):
@@ -16,6 +16,10 @@ class UserError(Exception):
 
 class RunDirError(UserError):
     """A path that is not a usable made-train run directory."""
+
+
+class DivergenceError(UserError):
+    """Training diverged (a non-finite or absurdly large loss): a setting to change, not a bug to trace."""
 
 
 def show_tracebacks() -> bool:

@@ -25,11 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="a made-train run directory")
     parser.add_argument("--ensemble", default="mixture", help="a conf/ensemble/ name")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ensemble config overrides")
+    parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: RUN_DIR/eval_<ensemble>.json)")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     with exit_on_config_error("made-eval"):
-        results = evaluate(args.run_dir, args.ensemble, args.set)
+        results = evaluate(args.run_dir, args.ensemble, args.set, args.checkpoint)
+    print(f"checkpoint: {results['checkpoint']}")
     for key, value in sorted(results["metrics"].items()):
         print(f"{key:<40} {value:.4f}")
     write_json_atomic(args.out or RunDir(args.run_dir).evaluation(args.ensemble), results)

@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> None:
         "--num-masks", type=int, default=None, help="mixture components (default: the run's test ensemble)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
     parser.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples.png)")
     args = parser.parse_args(argv)
     with exit_on_user_error("made-sample"):
-        cfg, _, module = load_run(args.run_dir)
+        cfg, _, module, _ = load_run(args.run_dir, checkpoint=args.checkpoint)
     num_masks = args.num_masks or cfg.ensemble.get("num_masks")
     masks = select_masks(module.model, num_masks, cfg.ensemble.get("mask_source", "bank"), args.seed)
     samples = sample_mixture(module.model, masks, args.num_samples, torch.Generator().manual_seed(args.seed))

@@ -14,13 +14,16 @@ from made_exp.runs.results import git_commit, run_metadata
 __all__ = ["evaluate"]
 
 
-def evaluate(run_dir: str | Path, ensemble: str = "mixture", overrides: list[str] | None = None) -> dict:
-    """Test metrics of the run's best checkpoint under ``ensemble`` (a conf/ensemble/ name, with ``KEY=VALUE``
-    ``overrides`` of its keys): what made-eval writes to ``eval_<ensemble>.json``."""
+def evaluate(
+    run_dir: str | Path, ensemble: str = "mixture", overrides: list[str] | None = None, checkpoint: str = "best"
+) -> dict:
+    """Test metrics of the run's ``checkpoint`` (best, last or a path) under ``ensemble`` (a conf/ensemble/ name,
+    with ``KEY=VALUE`` ``overrides`` of its keys): what made-eval writes to ``eval_<ensemble>.json``."""
     started, commit = time.perf_counter(), git_commit()
-    cfg, datamodule, module = load_run(run_dir, compose_ensemble(ensemble, overrides or []))
+    cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return {"metrics": module.test_results, "per_mask_nll": module.per_mask_nll, "ensemble": ensemble,
+            "checkpoint": str(path),
             **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import RunDirError
 from made_exp.lightning.module import MADEModule
-from made_exp.runs.rundir import RunDir
+from made_exp.runs.rundir import RunDir, check_checkpoint
 
 __all__ = ["build_module", "load_run", "find_checkpoint"]
 
@@ -24,14 +25,13 @@ _MOVED_TARGETS = {
 }
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint, else its last one."""
-    for path in (RunDir(run_dir).best_checkpoint, RunDir(run_dir).last_checkpoint):
-        if path.is_file():
-            return path
-    raise RunDirError(
-        f"{run_dir}: no checkpoints/best.ckpt or checkpoints/last.ckpt (is this a made-train run dir?)"
-    )
+def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    """The run's ``best`` (the epoch with the best val/nll) or ``last`` checkpoint, or a checkpoint file's path;
+    RunDirError naming what is missing or unreadable. Never falls back from one to the other."""
+    path = {"best": RunDir(run_dir).best_checkpoint, "last": RunDir(run_dir).last_checkpoint}.get(which, Path(which))
+    if which == "best" and not path.is_file() and RunDir(run_dir).last_checkpoint.is_file():
+        raise RunDirError(f"{path}: no such checkpoint (the run has checkpoints/last.ckpt: pass --checkpoint last)")
+    return check_checkpoint(path)
 
 
 def build_module(cfg: DictConfig, input_dim: int) -> MADEModule:
@@ -45,10 +45,13 @@ def build_module(cfg: DictConfig, input_dim: int) -> MADEModule:
     )
 
 
-def load_run(run_dir: str | Path, ensemble: DictConfig | None = None) -> tuple[DictConfig, object, MADEModule]:
-    """(config, datamodule, module with the trained weights) of a made-train run dir.
+def load_run(
+    run_dir: str | Path, ensemble: DictConfig | None = None, checkpoint: str = "best"
+) -> tuple[DictConfig, object, MADEModule, Path]:
+    """(config, datamodule, module with the trained weights, the checkpoint they came from) of a made-train run.
 
-    ``ensemble``, when given, replaces the run's test-time ensemble config.
+    ``ensemble``, when given, replaces the run's test-time ensemble config; ``checkpoint``: ``best``, ``last`` or
+    a path (see ``find_checkpoint``).
     """
     run_dir = Path(run_dir)
     config_path = RunDir(run_dir).config
@@ -60,9 +63,12 @@ def load_run(run_dir: str | Path, ensemble: DictConfig | None = None) -> tuple[D
         cfg.ensemble = ensemble
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule.input_dim)
-    checkpoint = torch.load(find_checkpoint(run_dir), map_location="cpu", weights_only=False)
-    module.load_state_dict(checkpoint["state_dict"])
-    return cfg, datamodule, module
+    path = find_checkpoint(run_dir, checkpoint)
+    try:
+        module.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+    except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as error:
+        raise RunDirError(f"{path}: cannot load it into this run's model ({str(error).splitlines()[0]})") from error
+    return cfg, datamodule, module, path
 
 
 def _with_current_targets(cfg: DictConfig) -> DictConfig:

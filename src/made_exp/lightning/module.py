@@ -20,8 +20,11 @@ from torch import Tensor
 from made_exp.core.ensemble import Mixture
 from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
+from made_exp.errors import DivergenceError
 
-__all__ = ["MADEModule"]
+__all__ = ["MADEModule", "DIVERGED_AT"]
+
+DIVERGED_AT = 10  # a training loss above this many times D ln 2 (the uniform model's NLL) stops the run
 
 
 def use_plain_cuda_checks_without_a_driver() -> None:
@@ -117,13 +120,21 @@ class MADEModule(pl.LightningModule):
             if self.model.mask_baked:
                 self.model.zero_masked_weights()
             total, count = total + loss.detach() * len(minibatch), count + len(minibatch)
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"training loss became {float(total / count)} at step {self.global_step} (epoch {self.current_epoch}); "
-                "the last good checkpoint is kept in the run's checkpoints/ (try a lower learning rate)"
-            )
+        self._stop_if_diverged(float(total / count))
         self._accumulate("train", "nll", total, count)  # logged once per epoch, not through self.log every step
         return total / count
+
+    def _stop_if_diverged(self, loss: float) -> None:
+        """DivergenceError when the mean loss (nats per example) is not finite or above ``DIVERGED_AT`` times the
+        uniform model's D ln 2, which no sane run reaches after its first steps."""
+        uniform = self.model.input_dim * math.log(2)
+        if math.isfinite(loss) and loss <= DIVERGED_AT * uniform:
+            return
+        raise DivergenceError(
+            f"training diverged at epoch {self.current_epoch}, step {self.global_step}: mean loss {loss:.4g} nats, "
+            f"above {DIVERGED_AT} x D ln 2 = {DIVERGED_AT * uniform:.4g} (the uniform model's); the run dir keeps "
+            "checkpoints/last.ckpt of the last complete epoch, if any (try a lower optimizer.lr)"
+        )
 
     def on_train_start(self) -> None:
         # one fixed mask: keep W * M in the weights rather than multiplying in every forward and backward

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from made_exp.runs.config import ConfigError
-from made_exp.runs.rundir import RunDir
+from made_exp.runs.rundir import RunDir, check_checkpoint
 
 __all__ = ["override_key", "resumed_run", "resume_arguments", "last_checkpoint", "lock_run"]
 
@@ -57,7 +57,7 @@ def last_checkpoint(run_dir: Path, overwrite: bool) -> Path:
         raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
     if RunDir(run_dir).is_finished() and not overwrite:
         raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
-    return checkpoint
+    return check_checkpoint(checkpoint)
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:

@@ -19,10 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunDir", "RESULTS"]
+from made_exp.errors import RunDirError
+
+__all__ = ["RunDir", "RESULTS", "check_checkpoint"]
 
 RESULTS = "results.json"
 
@@ -86,3 +89,19 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return self.results.is_file()
+
+
+def check_checkpoint(path: Path) -> Path:
+    """``path`` if it is a readable checkpoint file (torch's zip format, whole); RunDirError naming it otherwise.
+
+    Cheap: it reads the zip directory at the end of the file, which a write cut short (a killed job) lacks.
+    """
+    if not Path(path).is_file():
+        raise RunDirError(f"{path}: no such checkpoint")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not archive.namelist():
+                raise zipfile.BadZipFile("no entries")
+    except (OSError, zipfile.BadZipFile) as error:
+        raise RunDirError(f"{path}: unreadable checkpoint, corrupt or truncated ({error})") from error
+    return Path(path)
