@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from pytorch_lightning.loggers import WandbLogger
 
 from conftest import compose_train
 from made_exp.cli import train as train_module
+from made_exp.cli.train import record_best_validation
 from made_exp.core.made import MADE
 from made_exp.data.files import DATASETS, DataError, load_npz_splits
 from made_exp.runs.results import write_json_atomic
@@ -215,3 +218,26 @@ def test_a_diverging_run_stops_with_one_line_and_a_non_zero_status(tmp_path):
     result = cli("made-train", ["data=synthetic", "optimizer.lr=1e6", *TINY], tmp_path)
     assert_one_line_error(result, "training diverged", "optimizer.lr")
     assert not list(tmp_path.glob("train/runs/*/results.json"))
+
+
+@pytest.mark.slow
+def test_a_run_off_a_terminal_logs_one_line_per_epoch_to_its_train_log(tmp_path):
+    overfits = ["data=synthetic", "data.num_train=100", "model.hidden_sizes=[256]", "optimizer.lr=0.05",
+                "trainer.max_epochs=30", "callbacks.early_stopping.patience=1", "logger=csv", "module.num_samples=0"]
+    result = cli("made-train", overfits, tmp_path)  # stdout is a pipe: no terminal
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    log = (run_dir / "train.log").read_text()
+    epochs = [line for line in log.splitlines() if "[made_exp][INFO] - epoch " in line]
+    assert epochs and all(" train " in line and " val " in line and line.endswith(" s") for line in epochs)
+    assert f"run dir: {run_dir}" in log and f"results: {run_dir / 'results.json'}" in log
+    assert "early stopping after epoch" in log and "test/nll" in log
+    assert "Tip:" not in result.stdout + result.stderr and "\r" not in result.stdout + result.stderr  # no bar
+    assert "Warning" not in result.stderr
+
+
+def test_the_wandb_summary_holds_the_best_validation_not_the_last():
+    logger = WandbLogger.__new__(WandbLogger)
+    logger._experiment = SimpleNamespace(summary={"val/nll": 9.0})  # what W&B keeps: the last epoch's
+    record_best_validation([logger], {"val/best_nll": 7.5})
+    assert logger._experiment.summary == {"val/nll": 7.5, "val/best_nll": 7.5}

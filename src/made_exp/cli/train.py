@@ -10,6 +10,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -25,12 +26,14 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
 from made_exp.errors import UserError
 from made_exp.lightning.loading import build_module
+from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
 from made_exp.runs.images import save_sample_grid
@@ -40,6 +43,8 @@ from made_exp.runs.rundir import RunDir
 from made_exp.runs.sweep import run_job
 
 __all__ = ["train", "main"]
+
+log = logging.getLogger("made_exp")
 # hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
 OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
                                 replace=True)
@@ -70,7 +75,10 @@ def _wandb_run(output_dir: Path) -> dict:
 
 
 def build_callbacks(cfg: DictConfig) -> list:
-    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    """The config's callbacks, without the progress bar where no terminal shows it, and the epoch log."""
+    nodes = (cfg.get("callbacks") or {}).values()
+    shown = [node for node in nodes if on_a_terminal() or not node._target_.endswith("ProgressBar")]
+    return [*(instantiate(node) for node in shown), EpochLog()]
 
 
 def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
@@ -85,9 +93,12 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
+    quiet_lightning()
+    log.info(f"run dir: {output_dir}")
     with _ddp_ranks_join(output_dir):
         loggers = build_loggers(cfg, output_dir)
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
+                                          **({} if on_a_terminal() else {"enable_progress_bar": False}))
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -111,7 +122,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                         if hasattr(logger, "log_image"):
                             logger.log_image(key="samples", images=[str(samples)])
                 write_json_atomic(RunDir(output_dir).results, results)
-                _print_summary(results)
+                record_best_validation(loggers, results["metrics"])
+                _log_summary(results, output_dir)
             return results
         finally:
             _finish_wandb()
@@ -181,11 +193,21 @@ def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:
     return {"val/best_nll": float(checkpoint.best_model_score)}
 
 
-def _print_summary(results: dict) -> None:
+def _log_summary(results: dict, output_dir: Path) -> None:
     metrics = results["metrics"]
     shown = {key: value for key, value in metrics.items() if key.startswith("test/") and "ensemble" not in key}
     lines = [f"  {key:<32} {value:.4f}" for key, value in sorted(shown.items())]
-    print("Test results (nats per example; bpd = bits per dimension):\n" + "\n".join(lines))
+    log.info("test results (nats per example; bpd = bits per dimension):\n" + "\n".join(lines))
+    log.info(f"results: {RunDir(output_dir).results}")
+
+
+def record_best_validation(loggers: list, metrics: dict) -> None:
+    """Make the W&B run's summary hold the best val/nll (the run's own choice of epoch, and a search's objective
+    as val/best_nll), not the last epoch's value that W&B keeps by default."""
+    best = metrics.get("val/best_nll")
+    for logger in loggers:
+        if best is not None and isinstance(logger, WandbLogger):
+            logger.experiment.summary.update({"val/nll": best, "val/best_nll": best})
 
 
 def _finish_wandb() -> None:

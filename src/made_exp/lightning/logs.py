@@ -1,0 +1,85 @@
+"""What a person reads while made-train runs: one line per epoch, early stopping announced, and Lightning's
+messages in the run's log (``train.log``) without its tips and possible-user warnings.
+
+On a terminal the rich progress bar also runs; elsewhere (a SLURM ``.out`` file, ``| tee``) the epoch lines
+are the progress, since a progress bar only writes carriage returns there.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.warnings import disable_possible_user_warnings
+from pytorch_lightning.callbacks import EarlyStopping
+
+__all__ = ["EpochLog", "quiet_lightning", "on_a_terminal"]
+
+log = logging.getLogger("made_exp")
+
+
+def on_a_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Route Lightning's INFO messages through the root logger (Hydra's console and ``train.log`` handlers) and
+    drop its advertising tips and the warnings it files under 'possible user warnings' or that torch raises
+    inside it for its own deprecated calls."""
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        if logging.getLogger().hasHandlers():
+            logger.handlers.clear()
+            logger.propagate = True
+        messages = logging.getLogger(f"{name}.utilities.rank_zero")  # a filter sees only its own logger's records
+        if not any(isinstance(f, _DropTips) for f in messages.filters):
+            messages.addFilter(_DropTips())
+    disable_possible_user_warnings()
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class EpochLog(pl.Callback):
+    """Logs ``epoch E/N  train T  val V (best B)  S s`` for each finished epoch, and why training stopped.
+
+    An epoch is logged when the next one starts or training ends: only then has Lightning run every hook that
+    logs its metrics (validation runs before the epoch's own end hooks).
+    """
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._started is not None:
+            self._log_epoch(trainer, trainer.current_epoch)
+        self._started = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._started is not None:
+            self._log_epoch(trainer, trainer.current_epoch)
+        stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        if trainer.is_global_zero and stopper is not None and stopper.stopped_epoch > 0:
+            log.info(f"early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} did not improve "
+                     f"for {stopper.patience} validations (best {float(stopper.best_score):.4f})")
+
+    def _log_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
+        """``epoch``: how many epochs have finished."""
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {epoch}/{trainer.max_epochs}"]
+        for name in ("train", "val"):
+            if f"{name}/nll" in metrics:
+                parts.append(f"{name} {float(metrics[f'{name}/nll']):.4f}")
+        best = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor), None)
+        if best is not None:
+            parts.append(f"(best val {float(best):.4f})")
+        parts.append(f"{time.perf_counter() - self._started:.1f} s")
+        log.info("  ".join(parts))
