@@ -22,6 +22,7 @@ from torch import Tensor
 from made_exp.core.made import MADE, Mask
 
 __all__ = [
+    "per_mask_log_probs",
     "mask_log_probs",
     "mixture_log_prob",
     "product_log_prob",
@@ -36,15 +37,21 @@ __all__ = [
 ]
 
 
-@torch.no_grad()
-def mask_log_probs(model: MADE, x: Tensor, masks: Sequence[Mask]) -> Tensor:
-    """x: (N, D) -> (K, N) log p_k(x) in nats, one full-batch pass per mask (GEMM-bound, no per-example loop)."""
+def per_mask_log_probs(model: MADE, x: Tensor, masks: Sequence[Mask | int]) -> Tensor:
+    """x: (N, D) -> (K, N) log p_k(x) in nats, one full-batch pass per mask (GEMM-bound, no per-example loop),
+    differentiable (for training objectives over several masks)."""
     rows = []
     with model.using_mask():
         for mask in masks:
             model.set_mask(mask)
             rows.append(model.log_prob(x))
     return torch.stack(rows)
+
+
+@torch.no_grad()
+def mask_log_probs(model: MADE, x: Tensor, masks: Sequence[Mask | int]) -> Tensor:
+    """x: (N, D) -> (K, N) log p_k(x) in nats, without gradients (scoring)."""
+    return per_mask_log_probs(model, x, masks)
 
 
 def mixture_log_prob(log_probs: Tensor, log_weights: Tensor | None = None) -> Tensor:
