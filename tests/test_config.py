@@ -92,3 +92,19 @@ def test_made_eval_composes_and_checks_the_ensemble_like_made_train():
         compose_ensemble("poe", ["num_importance_samples=0"])
     with pytest.raises(ConfigCompositionException):
         compose_ensemble("poe", ["log_z_method=guess"])
+
+
+def test_fresh_evaluation_masks_follow_the_runs_seed():
+    cfg = compose_train(["seed=3", "masks=fresh"], with_hydra=False)
+    assert cfg.seeds.evaluation == 3 and cfg.ensemble.seed == 3 and cfg.module.evaluation_seed == 3
+    assert compose_ensemble("mixture", []).seed == 1234  # made-eval alone; a run's own seed replaces it
+
+
+@pytest.mark.parametrize("objective", ["poe", "learned_mixture"])
+def test_whole_bank_objectives_compose_and_refuse_fresh_masks(objective):
+    cfg = compose_train([f"masks={objective}_objective"])
+    validate_config(cfg)
+    assert cfg.masks.objective == objective and cfg.masks.schedule == "cycle"
+    assert cfg.ensemble._target_.endswith("ProductOfExperts" if objective == "poe" else "Mixture")
+    with pytest.raises(ConfigError, match="masks.schedule=cycle"):
+        validate_config(compose_train([f"masks={objective}_objective", "masks.schedule=fresh"]))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from made_exp.runs.config import ConfigError
 from made_exp.runs.resume import lock_run, resume_arguments
@@ -87,7 +88,7 @@ def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- data=dna\n- model.num_masks=4\n- resume=old\n")
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
     arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"])
     assert arguments == ["model.num_masks=4", f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"]
     with pytest.raises(ConfigError, match="contradicts"):

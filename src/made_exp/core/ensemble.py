@@ -42,6 +42,7 @@ class Mixture:
     def __init__(self, num_masks: int | None = None, mask_source: str = "bank", seed: int = 1234):
         self.num_masks, self.mask_source, self.seed = num_masks, mask_source, seed
         self.masks: list[Mask] = []
+        self.log_weights: Tensor | None = None  # (K,) log w_k; None: uniform (set by a learned_mixture run)
 
     def prepare(self, model: MADE, valid_x: Tensor | None = None) -> dict[str, float]:
         """Pick the masks; returns scalars to log."""
@@ -51,7 +52,8 @@ class Mixture:
     def log_prob(self, model: MADE, x: Tensor) -> dict[str, Tensor]:
         """x: (B, D) -> {"log_prob": (B,), "mask_log_probs": (K, B)} in nats."""
         per_mask = mask_log_probs(model, x, self.masks)
-        return {"log_prob": mixture_log_prob(per_mask), "mask_log_probs": per_mask}
+        log_weights = None if self.log_weights is None else self.log_weights.to(per_mask)
+        return {"log_prob": mixture_log_prob(per_mask, log_weights), "mask_log_probs": per_mask}
 
 
 class LearnedMixture(Mixture):

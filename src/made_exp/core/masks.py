@@ -4,6 +4,10 @@ Connectivity-agnostic training (Germain et al., 2015, Sec. 4.2) picks a mask per
 minibatch. With ``samples_per_step = S`` masks per minibatch, the ``nll`` objective
 is ``E_s[-log p_s(x)]`` and ``mixture`` is ``-log (1/S) sum_s p_s(x)``; by Jensen the
 latter is the tighter bound on the NLL of the mixture of masks.
+
+Two objectives train the model that is tested, over all K bank masks every step (``made_exp.core.objectives``):
+``poe``, the NLL of the normalised product of experts (log Z exact by enumeration or by self-normalised
+importance sampling), and ``learned_mixture``, the NLL of ``sum_k w_k p_k(x)`` with the weights trained too.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import torch
 from torch import Tensor
 
 from made_exp.core.made import MADE, Mask
+from made_exp.core.objectives import MixtureWeights, learned_mixture_loss, poe_loss
 
-__all__ = ["MaskSchedule", "SCHEDULES", "OBJECTIVES"]
+__all__ = ["MaskSchedule", "SCHEDULES", "OBJECTIVES", "WHOLE_BANK_OBJECTIVES", "LOG_Z_METHODS"]
 
 SCHEDULES = ("cycle", "fresh")
-OBJECTIVES = ("nll", "mixture")
+OBJECTIVES = ("nll", "mixture", "poe", "learned_mixture")
+WHOLE_BANK_OBJECTIVES = ("poe", "learned_mixture")  # every step scores all K bank masks
+LOG_Z_METHODS = ("exact", "importance")
 
 
 class MaskSchedule:
@@ -28,17 +35,32 @@ class MaskSchedule:
         schedule: ``cycle`` walks through the model's K bank masks, one per minibatch
             (K = 1 is the single-mask MADE); ``fresh`` draws a new mask every minibatch
             (K = infinity), varying what the model's ``resample`` says.
-        objective: ``nll`` or ``mixture`` (see module docstring).
-        samples_per_step: S, masks per minibatch.
+        objective: ``nll``, ``mixture``, ``poe`` or ``learned_mixture`` (see module docstring).
+        samples_per_step: S, masks per minibatch (``nll`` and ``mixture``).
         val_num_masks: masks in the validation mixture (bank masks for ``cycle``;
             the same fixed fresh masks every epoch for ``fresh``).
+        log_z: ``poe``: ``exact`` (enumerates 2^D states: small D only) or ``importance``.
+        log_z_samples: ``poe`` with ``importance``: samples from the uniform mixture per step.
+        alpha: ``learned_mixture``: symmetric Dirichlet prior on the weights (>= 1; 1 = none).
     """
 
     def __init__(
-        self, schedule: str = "cycle", objective: str = "nll", samples_per_step: int = 1, val_num_masks: int = 1
+        self,
+        schedule: str = "cycle",
+        objective: str = "nll",
+        samples_per_step: int = 1,
+        val_num_masks: int = 1,
+        log_z: str = "exact",
+        log_z_samples: int = 1000,
+        alpha: float = 1.0,
     ):
         self.schedule, self.objective = schedule, objective
         self.samples_per_step, self.val_num_masks = samples_per_step, val_num_masks
+        self.log_z, self.log_z_samples, self.alpha = log_z, log_z_samples, alpha
+
+    def mixture_weights(self, model: MADE) -> MixtureWeights | None:
+        """The trainable mixture weights the ``learned_mixture`` objective needs (None for the others)."""
+        return MixtureWeights(model.num_masks, self.alpha) if self.objective == "learned_mixture" else None
 
     def uses_one_mask(self, model: MADE) -> bool:
         """Whether every training step uses the same mask (bank mask 0 of a K = 1 bank)."""
@@ -46,21 +68,39 @@ class MaskSchedule:
 
     def training_masks(self, model: MADE, step: int) -> list[Mask | int]:
         """The S masks (bank indices or fresh masks) for optimisation step ``step``."""
+        if self.objective in WHOLE_BANK_OBJECTIVES:
+            return list(range(model.num_masks))
         first = step * self.samples_per_step
         if self.schedule == "cycle":
             return [(first + s) % model.num_masks for s in range(self.samples_per_step)]
         return [model.draw_mask() for _ in range(self.samples_per_step)]
 
-    def loss(self, model: MADE, x: Tensor, masks: list[Mask | int]) -> Tensor:
-        """x: (B, D) -> scalar training loss in nats per example."""
+    def loss(
+        self,
+        model: MADE,
+        x: Tensor,
+        masks: list[Mask | int],
+        weights: MixtureWeights | None = None,
+        generator: torch.Generator | None = None,
+        num_examples: int | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """x: (B, D) -> (scalar training loss in nats per example, stats to log).
+
+        ``weights``: the ``learned_mixture`` objective's; ``generator``: the ``poe`` importance sampler's;
+        ``num_examples``: the training set's size, which scales the weights' prior to a per-example loss.
+        """
+        if self.objective == "poe":
+            return poe_loss(model, x, masks, self.log_z, self.log_z_samples, generator)
+        if self.objective == "learned_mixture":
+            return learned_mixture_loss(model, weights, x, num_examples=num_examples)
         per_mask = []
         for mask in masks:
             model.set_mask(mask)
             per_mask.append(model.log_prob(x))
         log_probs = torch.stack(per_mask)  # (S, B)
         if self.objective == "mixture":
-            return -(torch.logsumexp(log_probs, 0) - math.log(len(masks))).mean()
-        return -log_probs.mean()
+            return -(torch.logsumexp(log_probs, 0) - math.log(len(masks))).mean(), {}
+        return -log_probs.mean(), {}
 
     def validation_mask_source(self) -> str:
         return "bank" if self.schedule == "cycle" else "fresh"

@@ -17,7 +17,7 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
-from made_exp.core.ensemble import Mixture
+from made_exp.core.ensemble import Mixture, ProductOfExperts
 from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
 from made_exp.errors import DivergenceError
@@ -69,9 +69,11 @@ class MADEModule(pl.LightningModule):
         lr_decay: float = 1.0,
         num_samples: int = 64,
         compile_model: bool = False,
+        evaluation_seed: int = 4321,
     ):
         super().__init__()
         self.model = model
+        self.mixture_weights = masks.mixture_weights(model)  # trained with the model by learned_mixture, else None
         self.optimizer_factory = optimizer
         self.masks = masks
         self.ensemble = ensemble
@@ -80,10 +82,9 @@ class MADEModule(pl.LightningModule):
         self.compile_model = compile_model
         self._compiled = False
         self._plain_backward = False  # set at the start of fitting (see _manual_backward_adds_nothing)
+        self._num_train: int | None = None  # the training set's size, set at the start of fitting
         self.nats_to_bpd = 1.0 / (model.input_dim * math.log(2))
-        self.validation_ensemble = Mixture(
-            num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=4321
-        )
+        self.validation_ensemble = _validation_ensemble(masks, model, evaluation_seed)
         self.test_results: dict[str, float] = {}
         self.per_mask_nll: list[float] = []  # test NLL of each mask on its own, when the ensemble reports them
         self._sums: dict[str, dict[str, tuple[Tensor, int]]] = {"train": {}, "val": {}, "test": {}}
@@ -110,7 +111,8 @@ class MADEModule(pl.LightningModule):
         total, count = 0.0, 0
         for minibatch in minibatches:
             masks = self.masks.training_masks(self.model, self.global_step)
-            loss = self.masks.loss(self.model, minibatch, masks)
+            loss, stats = self.masks.loss(self.model, minibatch, masks, self.mixture_weights, self.model.generator,
+                                          self._num_train)
             optimizer.zero_grad(set_to_none=True)
             if self._plain_backward:
                 loss.backward()
@@ -120,6 +122,8 @@ class MADEModule(pl.LightningModule):
             if self.model.mask_baked:
                 self.model.zero_masked_weights()
             total, count = total + loss.detach() * len(minibatch), count + len(minibatch)
+            for name, value in stats.items():  # e.g. the poe objective's log_z and effective sample fraction
+                self._accumulate("train", name, torch.tensor(float(value), device=total.device), 1)
         self._stop_if_diverged(float(total / count))
         self._accumulate("train", "nll", total, count)  # logged once per epoch, not through self.log every step
         return total / count
@@ -136,7 +140,17 @@ class MADEModule(pl.LightningModule):
             "checkpoints/last.ckpt of the last complete epoch, if any (try a lower optimizer.lr)"
         )
 
+    def _use_learned_weights(self, ensemble) -> bool:
+        """Give a uniform bank ``Mixture`` the weights the learned_mixture objective trained; whether it did."""
+        if self.mixture_weights is None or type(ensemble) is not Mixture or ensemble.mask_source != "bank":
+            return False
+        if len(ensemble.masks) != self.model.num_masks:
+            return False
+        ensemble.log_weights = self.mixture_weights.log_weights().detach()
+        return True
+
     def on_train_start(self) -> None:
+        self._num_train = len(self.trainer.datamodule.split("train"))
         # one fixed mask: keep W * M in the weights rather than multiplying in every forward and backward
         if self.masks.uses_one_mask(self.model):
             self.model.bake_mask()
@@ -162,7 +176,8 @@ class MADEModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         means = self._reduced_means("train")
         if means:
-            self.log("train/nll", means["nll"], prog_bar=True)
+            self.log("train/nll", means.pop("nll"), prog_bar=True)
+            self.log_dict({f"train/{name}": value for name, value in means.items()})
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
@@ -191,6 +206,7 @@ class MADEModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.validation_ensemble.prepare(self.model)
+        self._use_learned_weights(self.validation_ensemble)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self._accumulate_examples("val", "nll", -self.validation_ensemble.log_prob(self.model, batch)["log_prob"])
@@ -202,6 +218,8 @@ class MADEModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         valid = self.trainer.datamodule.split("valid").to(self.device)
         prepared = self.ensemble.prepare(self.model, valid)
+        if self._use_learned_weights(self.ensemble):
+            prepared["effective_num_masks"] = self.mixture_weights.effective_num_masks()
         self.test_results = {f"test/ensemble/{key}": float(value) for key, value in prepared.items()}
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -229,3 +247,11 @@ class MADEModule(pl.LightningModule):
             metrics["test/single_mask_nll_best"] = float(single.min())
         self.test_results.update(metrics)
         self.log_dict(self.test_results)
+
+
+def _validation_ensemble(masks: MaskSchedule, model: MADE, seed: int) -> Mixture:
+    """What validation scores: the model the objective trains (the normalised product of the bank's experts for
+    ``poe``), else the mixture of ``val_num_masks`` masks (with the trained weights for ``learned_mixture``)."""
+    if masks.objective == "poe":
+        return ProductOfExperts(mask_source="bank", seed=seed, num_importance_samples=masks.log_z_samples)
+    return Mixture(num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=seed)

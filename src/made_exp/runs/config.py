@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from made_exp.core.made import ACTIVATIONS, DIRECT_CONNECTIONS, INITS, RESAMPLE_MODES
-from made_exp.core.masks import OBJECTIVES, SCHEDULES
+from made_exp.core.masks import LOG_Z_METHODS, OBJECTIVES, SCHEDULES, WHOLE_BANK_OBJECTIVES
 from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
 
 __all__ = ["CONFIG_DIR", "MATMUL_PRECISIONS", "RANGES", "ConfigError", "register_configs", "validate_config",
@@ -66,6 +66,7 @@ Init = _choices("Init", INITS)
 Resample = _choices("Resample", RESAMPLE_MODES)
 Schedule = _choices("Schedule", SCHEDULES)
 Objective = _choices("Objective", OBJECTIVES)
+TrainingLogZ = _choices("TrainingLogZ", LOG_Z_METHODS)
 MaskSource = _choices("MaskSource", ("bank", "fresh"))
 LogZMethod = _choices("LogZMethod", ("auto", "exact", "importance"))
 MatmulPrecision = _choices("MatmulPrecision", MATMUL_PRECISIONS)
@@ -96,6 +97,9 @@ class MasksSchema:
     objective: Objective = Objective.nll
     samples_per_step: int = 1
     val_num_masks: int = 1
+    log_z: TrainingLogZ = TrainingLogZ.exact
+    log_z_samples: int = 1000
+    alpha: float = 1.0
 
 
 # ---- conf/ensemble/ <-> made_exp.core.ensemble
@@ -275,6 +279,7 @@ class SeedsSchema:
     init: int = 0
     masks: int = 0
     data: int = 0
+    evaluation: int = 0
 
 
 @dataclass
@@ -283,6 +288,7 @@ class ModuleSchema:
     lr_decay: float = 1.0
     num_samples: int = 64
     compile_model: bool = False
+    evaluation_seed: int = 4321
 
 
 @dataclass
@@ -351,6 +357,8 @@ RANGES: dict[str, tuple[float, bool]] = {
     "model.num_masks": (1, True),
     "masks.samples_per_step": (1, True),
     "masks.val_num_masks": (1, True),
+    "masks.log_z_samples": (1, True),
+    "masks.alpha": (1, True),
     "ensemble.num_masks": (1, True),
     "ensemble.num_importance_samples": (1, True),
     "ensemble.max_iters": (1, True),
@@ -380,6 +388,10 @@ def validate_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             _check_range(key, value, lowest, inclusive)
+    objective, schedule = OmegaConf.select(cfg, "masks.objective"), OmegaConf.select(cfg, "masks.schedule")
+    if objective in WHOLE_BANK_OBJECTIVES and schedule != "cycle":
+        raise ConfigError(f"masks.objective={objective} is not allowed with masks.schedule={schedule}; it trains "
+                          "on the K bank masks: use masks.schedule=cycle (masks=cycle)")
     hidden_sizes = OmegaConf.select(cfg, "model.hidden_sizes", default=None)
     if hidden_sizes is not None and (not hidden_sizes or min(hidden_sizes) < 1):
         raise ConfigError(

@@ -1,0 +1,50 @@
+"""The poe and learned_mixture objectives through made-train: they train, validate on the model they train,
+checkpoint (the mixture weights too) and resume to the result of a run never stopped."""
+
+import csv
+
+import pytest
+import torch
+
+from conftest import compose_train
+from made_exp.cli import train as train_module
+
+SMALL = ["data=synthetic", "data.input_dim=8", "data.num_train=400", "model.hidden_sizes=[32]", "model.num_masks=4",
+         "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar", "trainer.deterministic=true"]
+
+
+def train(tmp_path, name: str, overrides: list[str], resume_from=None) -> dict:
+    cfg = compose_train([*SMALL, *overrides, f"paths.output_dir={tmp_path / name}"], with_hydra=False)
+    return train_module.train(cfg, resume_from=resume_from)
+
+
+def logged(run_dir, key: str) -> list[float]:
+    with open(next(run_dir.glob("csv/version_*/metrics.csv"))) as metrics:
+        return [float(row[key]) for row in csv.DictReader(metrics) if row.get(key)]
+
+
+@pytest.mark.parametrize("objective,extra", [("poe", []), ("poe", ["masks.log_z=importance"]),
+                                             ("learned_mixture", [])])
+def test_the_objective_trains_checkpoints_and_resumes_to_the_uninterrupted_result(tmp_path, objective, extra):
+    overrides = [f"masks={objective}_objective", *extra]
+    whole = train(tmp_path, "whole", [*overrides, "trainer.max_epochs=4"])
+    train(tmp_path, "stopped", [*overrides, "trainer.max_epochs=2"])
+    resumed = train(tmp_path, "stopped", [*overrides, "trainer.max_epochs=4"],
+                    resume_from=tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    assert resumed["metrics"]["test/nll"] == whole["metrics"]["test/nll"]
+    assert resumed["metrics"]["val/best_nll"] == whole["metrics"]["val/best_nll"]
+    state = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    if objective == "poe":
+        assert len(logged(tmp_path / "whole", "train/log_z")) == 4
+        assert whole["metrics"]["test/ensemble/log_z_stderr"] == 0.0  # D = 8: exact
+        assert "mixture_weights.logits" not in state
+    else:
+        assert not torch.equal(state["mixture_weights.logits"], torch.zeros(4))  # the weights were trained
+        assert 1.0 <= whole["metrics"]["test/ensemble/effective_num_masks"] < 4.0
+
+
+def test_poe_training_lowers_the_normalised_product_nll_below_jensen_training(tmp_path):
+    """Same steps and seeds: the objective that is the tested model's NLL scores better on it (training NLL)."""
+    jensen = train(tmp_path, "jensen", ["masks=cycle", "ensemble=poe", "trainer.max_epochs=6"])
+    poe = train(tmp_path, "poe", ["masks=poe_objective", "trainer.max_epochs=6"])
+    assert poe["metrics"]["test/nll"] < jensen["metrics"]["test/nll"]
