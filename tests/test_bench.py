@@ -72,6 +72,8 @@ KEYS = [
     "paper_mnist_gemm_tflops",
     "peak_rss_mb",
     "torch_threads",
+    "startup_train_help_s",
+    "startup_eval_help_s",
 ]
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import random_made
-from made_exp.core.made import ACTIVATIONS, DIRECT_CONNECTIONS, MADE, Mask, MaskedLinear, log_bernoulli
+from made_exp.core.choices import ACTIVATIONS, DIRECT_CONNECTIONS
+from made_exp.core.made import MADE, Mask, MaskedLinear, log_bernoulli
 
 OPTIONS = list(
     itertools.product(

@@ -18,11 +18,11 @@ from hypothesis.extra.numpy import arrays
 from pytorch_lightning.loggers import WandbLogger
 
 from conftest import compose_train
-from made_exp.cli import train as train_module
-from made_exp.cli.train import record_best_validation
 from made_exp.core.made import MADE
 from made_exp.data.files import DATASETS, DataError, load_npz_splits
-from made_exp.runs.results import write_json_atomic
+from made_exp.lightning import training as train_module
+from made_exp.lightning.training import record_best_validation
+from made_exp.runs.atomic import write_json_atomic
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -170,7 +170,7 @@ def test_same_seed_deterministic_runs_give_bitwise_identical_metrics(tmp_path):
 
 
 def test_a_run_without_the_wandb_logger_never_needs_wandb(monkeypatch):
-    from made_exp.cli.train import _finish_wandb
+    from made_exp.lightning.training import _finish_wandb
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     _finish_wandb()

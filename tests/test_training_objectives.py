@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import compose_train
-from made_exp.cli import train as train_module
+from made_exp.lightning import training as train_module
 
 SMALL = ["data=synthetic", "data.input_dim=8", "data.num_train=400", "model.hidden_sizes=[32]", "model.num_masks=4",
          "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar", "trainer.deterministic=true"]

@@ -20,6 +20,8 @@ import functools
 import json
 import math
 import resource
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -417,6 +419,21 @@ def machine_info(device: str = "cpu") -> dict:
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
+def startup_seconds(repeats: int) -> dict[str, float]:
+    """Best wall seconds of ``made-train --help`` and ``made-eval --help`` in fresh interpreters: what a person
+    waits for before any work (the entry points load torch and Lightning only once there is work)."""
+    commands = {"train_help_s": "made_exp.cli.train", "eval_help_s": "made_exp.cli.evaluate"}
+    seconds = {}
+    for key, module in commands.items():
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, check=True, timeout=300)
+            runs.append(time.perf_counter() - start)
+        seconds[f"startup_{key}"] = min(runs)
+    return seconds
+
+
 def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: None) -> dict:
     """Run every benchmark with ``config`` -> the flat dict of results (see the module docstring)."""
     splits, dataset = load_splits(config.dataset)
@@ -454,6 +471,9 @@ def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: N
         sampled = sampler_benchmark(input_dim, hidden, config.sampler_batch, positions, config.device)
         results.update({f"{name}{key}": value for key, value in sampled.items()})
         results[f"{name}naive_extrapolated_from_passes"] = positions or input_dim
+
+    log("start-up: made-train --help, made-eval --help")
+    results.update(startup_seconds(repeats=config.repeats))
 
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     if torch.device(config.device).type == "cuda":

@@ -22,9 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
+from made_exp.runs.atomic import csv_text, write_json_atomic, write_text_atomic
 from made_exp.runs.figures import save_figure, subplots
 from made_exp.runs.records import dataset_name, results_files
-from made_exp.runs.results import csv_text, write_json_atomic, write_text_atomic
 from made_exp.runs.rundir import RunDir
 
 __all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",

@@ -12,9 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
-from made_exp.lightning.evaluation import evaluate
+from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.config import exit_on_config_error
-from made_exp.runs.results import write_json_atomic
 from made_exp.runs.rundir import RunDir
 
 __all__ = ["main"]
@@ -29,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="where to write the JSON (default: RUN_DIR/eval_<ensemble>.json)")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
+    from made_exp.lightning.evaluation import evaluate  # torch and Lightning: after --help and argument errors
+
     with exit_on_config_error("made-eval"):
         results = evaluate(args.run_dir, args.ensemble, args.set, args.checkpoint)
     print(f"checkpoint: {results['checkpoint']}")

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from made_exp.errors import exit_on_user_error
+from made_exp.runs.atomic import csv_text, replace_atomically, write_text_atomic
 from made_exp.runs.figures import save_figure, subplots
 from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
 from made_exp.runs.records import ReportError, dataset_name, results_files
-from made_exp.runs.results import csv_text, replace_atomically, write_text_atomic
 from made_exp.runs.rundir import RunDir
 
 __all__ = [

@@ -5,221 +5,41 @@ Usage:
     made-train resume=logs/train/runs/<run>          # continue from <run>/checkpoints/last.ckpt
     made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.runs.sweep)
     made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
+
+Only Hydra and the config schema are imported before the config is composed, so ``made-train --help`` and a
+bad override answer without loading torch or Lightning (``made-bench`` times it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from made_exp.core.sampling import sample_mixture
 from made_exp.errors import UserError
-from made_exp.lightning.loading import build_module
-from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
-from made_exp.lightning.module import MADEModule
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
-from made_exp.runs.images import save_sample_grid
-from made_exp.runs.results import git_commit, run_metadata, write_json_atomic
+from made_exp.runs.ranks import process_rank
 from made_exp.runs.resume import last_checkpoint, lock_run, resume_arguments, resumed_run
-from made_exp.runs.rundir import RunDir
 from made_exp.runs.sweep import run_job
 
-__all__ = ["train", "main"]
+__all__ = ["main"]
 
-log = logging.getLogger("made_exp")
 # hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
 OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
                                 replace=True)
 
 
-def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
-    return [
-        instantiate(node, **(_wandb_run(output_dir) if node._target_.endswith("WandbLogger") else {}))
-        for node in (cfg.get("logger") or {}).values()
-    ]
-
-
-def _wandb_run(output_dir: Path) -> dict:
-    """One W&B run per job: its id is kept in the run dir so a resumed run continues it; a sweep is a group."""
-    id_file = RunDir(output_dir).wandb_id
-    if id_file.is_file():
-        run_id = id_file.read_text().strip()
-    else:
-        import wandb
-
-        run_id = wandb.sdk.lib.runid.generate_id()
-        if rank_zero_only.rank == 0:
-            id_file.write_text(run_id + "\n")
-    run = {"id": run_id, "resume": "allow"}
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        run.update(group=Path(HydraConfig.get().sweep.dir).name, name=output_dir.name)
-    return run
-
-
-def build_callbacks(cfg: DictConfig) -> list:
-    """The config's callbacks, without the progress bar where no terminal shows it, and the epoch log."""
-    nodes = (cfg.get("callbacks") or {}).values()
-    shown = [node for node in nodes if on_a_terminal() or not node._target_.endswith("ProgressBar")]
-    return [*(instantiate(node) for node in shown), EpochLog()]
-
-
-def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
-    """Fit and test one configuration, continuing from the checkpoint ``resume_from`` if given;
-    returns (and writes) the results dict."""
-    validate_config(cfg)
-    started, commit = time.perf_counter(), git_commit()
-    torch.set_float32_matmul_precision(cfg.matmul_precision)
-    output_dir = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
-
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")  # read and validate the data before anything is written
-    module = build_module(cfg, datamodule.input_dim)
-    quiet_lightning()
-    log.info(f"run dir: {output_dir}")
-    with _ddp_ranks_join(output_dir):
-        loggers = build_loggers(cfg, output_dir)
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
-                                          **({} if on_a_terminal() else {"enable_progress_bar": False}))
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-        try:
-            with _stopped_by_signals(output_dir):
-                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-                checkpoint = _best_checkpoint(trainer)
-                best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-                trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-            results = {
-                "metrics": {**_best_validation(checkpoint), **module.test_results},
-                "per_mask_nll": module.per_mask_nll,
-                "epochs": trainer.current_epoch,
-                "best_checkpoint": best,
-                **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
-            }
-            if trainer.is_global_zero:
-                samples = _sample_grid(module, RunDir(output_dir).samples)
-                if samples is not None:
-                    for logger in loggers:
-                        if hasattr(logger, "log_image"):
-                            logger.log_image(key="samples", images=[str(samples)])
-                write_json_atomic(RunDir(output_dir).results, results)
-                record_best_validation(loggers, results["metrics"])
-                _log_summary(results, output_dir)
-            return results
-        finally:
-            _finish_wandb()
-
-
-@contextlib.contextmanager
-def _stopped_by_signals(output_dir: Path) -> Iterator[None]:
-    """A SIGTERM (a scheduler's warning before it kills) or Ctrl-C, which Lightning turns into SystemExit, ends
-    the process with status 143 or 130 (never 0: a scheduler must not read it as success), saying how to resume.
-
-    ``checkpoints/last.ckpt`` holds the end of the last complete epoch (written every epoch); resuming from there
-    gives the same result as a run never stopped.
-    """
-    try:
-        yield
-    except SystemExit as stop:
-        sigterm = isinstance(stop, SIGTERMException)
-        last = RunDir(output_dir).last_checkpoint
-        state = (f"{last} holds the last complete epoch; continue with: made-train resume={output_dir}"
-                 if last.is_file() else "no epoch finished, so there is nothing to resume")
-        if rank_zero_only.rank == 0:
-            print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}", file=sys.stderr)
-        raise SystemExit(143 if sigterm else 130) from None
-
-
-@contextlib.contextmanager
-def _ddp_ranks_join(output_dir: Path) -> Iterator[None]:
-    """Let the DDP ranks that Lightning relaunches (``made-train <argv>``) join this job, then clean up.
-
-    Ranks > 0 rerun the command line with ``hydra.run.dir`` set to ours (``MADE_RUN_DIR``, read by
-    ``conf/train.yaml``). In a multirun that command line is this job's overrides, not the sweep's.
-    Afterwards the process group and Lightning's rank variables go, so the next job of a multirun
-    run in this process starts its own ranks instead of joining ranks that have exited.
-    """
-    saved_environ, saved_argv = dict(os.environ), list(sys.argv)
-    os.environ["MADE_RUN_DIR"] = str(output_dir)
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        job = HydraConfig.get().job
-        sys.argv = [sys.argv[0], f"--config-name={job.config_name}", *HydraConfig.get().overrides.task]
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        os.environ.clear()
-        os.environ.update(saved_environ)
-        sys.argv = saved_argv
-
-
-def _sample_grid(module: MADEModule, path: Path) -> Path | None:
-    """Draw ``module.num_samples`` from the mixture of the test masks and save them as a PNG grid."""
-    if module.num_samples == 0:
-        return None
-    masks = getattr(module.ensemble, "masks", None) or [module.model.mask(0)]
-    samples = sample_mixture(module.model, masks, module.num_samples, torch.Generator().manual_seed(0))
-    return save_sample_grid(samples, path)
-
-
-def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
-    return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
-
-
-def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:
-    if checkpoint is None or checkpoint.best_model_score is None:
-        return {}
-    return {"val/best_nll": float(checkpoint.best_model_score)}
-
-
-def _log_summary(results: dict, output_dir: Path) -> None:
-    metrics = results["metrics"]
-    shown = {key: value for key, value in metrics.items() if key.startswith("test/") and "ensemble" not in key}
-    lines = [f"  {key:<32} {value:.4f}" for key, value in sorted(shown.items())]
-    log.info("test results (nats per example; bpd = bits per dimension):\n" + "\n".join(lines))
-    log.info(f"results: {RunDir(output_dir).results}")
-
-
-def record_best_validation(loggers: list, metrics: dict) -> None:
-    """Make the W&B run's summary hold the best val/nll (the run's own choice of epoch, and a search's objective
-    as val/best_nll), not the last epoch's value that W&B keeps by default."""
-    best = metrics.get("val/best_nll")
-    for logger in loggers:
-        if best is not None and isinstance(logger, WandbLogger):
-            logger.experiment.summary.update({"val/nll": best, "val/best_nll": best})
-
-
-def _finish_wandb() -> None:
-    """Close the W&B run so the next job of a multirun starts its own (a run without the W&B logger
-    never imports wandb, so it runs where wandb is not installed)."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    validate_config(cfg)  # before torch and Lightning load: a bad value is refused at once
+    from made_exp.lightning.training import train  # torch and Lightning: only once there is a run to train
+
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
     try:
@@ -244,7 +64,7 @@ def main() -> None:
     with exit_on_config_error("made-train"):
         sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
         run_dir = resumed_run(sys.argv[1:])
-        if run_dir is not None and rank_zero_only.rank == 0:
+        if run_dir is not None and process_rank() == 0:
             lock_run(run_dir)
         _hydra_main()
 

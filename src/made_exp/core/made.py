@@ -28,12 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "Mask", "MaskedLinear", "ACTIVATIONS", "DIRECT_CONNECTIONS", "RESAMPLE_MODES", "INITS"]
+__all__ = ["MADE", "Mask", "MaskedLinear"]
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-DIRECT_CONNECTIONS = ("none", "output", "full")
-RESAMPLE_MODES = ("full", "ordering", "connectivity")
-INITS = ("default", "orthogonal", "xavier_uniform")
+_ACTIVATION_LAYERS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}  # keys: choices.ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -183,7 +180,7 @@ class MADE(nn.Module):
             MaskedLinear(w_in, w_out, condition_on_mask=condition_on_mask)
             for w_in, w_out in zip(widths, widths[1:], strict=False)
         )
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = _ACTIVATION_LAYERS[activation]()
         self.input_skips = nn.ModuleList(
             MaskedLinear(input_dim, h, bias=False) for h in (hidden_sizes[1:] if direct_connection == "full" else [])
         )

@@ -17,15 +17,12 @@ import math
 import torch
 from torch import Tensor
 
+from made_exp.core.choices import WHOLE_BANK_OBJECTIVES
 from made_exp.core.made import MADE, Mask
 from made_exp.core.objectives import MixtureWeights, learned_mixture_loss, poe_loss
 
-__all__ = ["MaskSchedule", "SCHEDULES", "OBJECTIVES", "WHOLE_BANK_OBJECTIVES", "LOG_Z_METHODS"]
+__all__ = ["MaskSchedule"]
 
-SCHEDULES = ("cycle", "fresh")
-OBJECTIVES = ("nll", "mixture", "poe", "learned_mixture")
-WHOLE_BANK_OBJECTIVES = ("poe", "learned_mixture")  # every step scores all K bank masks
-LOG_Z_METHODS = ("exact", "importance")
 
 
 class MaskSchedule:

@@ -24,8 +24,16 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from made_exp.core.made import ACTIVATIONS, DIRECT_CONNECTIONS, INITS, RESAMPLE_MODES
-from made_exp.core.masks import LOG_Z_METHODS, OBJECTIVES, SCHEDULES, WHOLE_BANK_OBJECTIVES
+from made_exp.core.choices import (
+    ACTIVATIONS,
+    DIRECT_CONNECTIONS,
+    INITS,
+    LOG_Z_METHODS,
+    OBJECTIVES,
+    RESAMPLE_MODES,
+    SCHEDULES,
+    WHOLE_BANK_OBJECTIVES,
+)
 from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
 
 __all__ = ["CONFIG_DIR", "MATMUL_PRECISIONS", "RANGES", "ConfigError", "register_configs", "validate_config",

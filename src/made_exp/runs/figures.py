@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from made_exp.runs.results import replace_atomically
+from made_exp.runs.atomic import replace_atomically
 
 __all__ = ["save_figure", "subplots"]
 

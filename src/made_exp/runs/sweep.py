@@ -23,9 +23,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_only
 
-from made_exp.runs.results import write_json_atomic
+from made_exp.runs.atomic import write_json_atomic
+from made_exp.runs.ranks import process_rank
 from made_exp.runs.rundir import RunDir
 
 __all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
@@ -54,8 +54,9 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     return metrics.get("val/best_nll", math.nan)
 
 
-@rank_zero_only
 def _write_error(output_dir: Path, error: Exception) -> None:
+    if process_rank() != 0:
+        return
     write_json_atomic(RunDir(output_dir).error, {
         "error": f"{type(error).__name__}: {error}",
         "traceback": traceback.format_exception(error),

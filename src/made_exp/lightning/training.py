@@ -1,23 +1,19 @@
-"""``made-train``: compose the config, fit, test with the ensemble, write ``results.json``.
+"""Fit and test one configuration with Lightning: what made-train runs for each job.
 
-Usage:
-    made-train data=dna masks=fresh optimizer=adagrad
-    made-train resume=logs/train/runs/<run>          # continue from <run>/checkpoints/last.ckpt
-    made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.runs.sweep)
-    made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
+``train(cfg)`` builds the data, the module, the loggers and callbacks from a composed config, fits, tests the
+best checkpoint with the configured ensemble, draws samples and writes ``results.json``; it returns the results.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -25,22 +21,23 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
-from made_exp.errors import UserError
 from made_exp.lightning.loading import build_module
+from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
-from made_exp.runs.config import CONFIG_DIR, ConfigError, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.atomic import write_json_atomic
+from made_exp.runs.config import validate_config
 from made_exp.runs.images import save_sample_grid
-from made_exp.runs.results import git_commit, run_metadata, write_json_atomic
+from made_exp.runs.results import git_commit, run_metadata
 from made_exp.runs.rundir import RunDir
-from made_exp.runs.sweep import run_job
 
-__all__ = ["train", "main"]
-# hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
-OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
-                                replace=True)
+__all__ = ["train", "build_loggers", "build_callbacks", "record_best_validation"]
+
+log = logging.getLogger("made_exp")
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
@@ -68,7 +65,10 @@ def _wandb_run(output_dir: Path) -> dict:
 
 
 def build_callbacks(cfg: DictConfig) -> list:
-    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    """The config's callbacks, without the progress bar where no terminal shows it, and the epoch log."""
+    nodes = (cfg.get("callbacks") or {}).values()
+    shown = [node for node in nodes if on_a_terminal() or not node._target_.endswith("ProgressBar")]
+    return [*(instantiate(node) for node in shown), EpochLog()]
 
 
 def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
@@ -83,17 +83,21 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
+    quiet_lightning()
+    log.info(f"run dir: {output_dir}")
     with _ddp_ranks_join(output_dir):
         loggers = build_loggers(cfg, output_dir)
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
+        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
+                                          **({} if on_a_terminal() else {"enable_progress_bar": False}))
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-            checkpoint = _best_checkpoint(trainer)
-            best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            with _stopped_by_signals(output_dir):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+                checkpoint = _best_checkpoint(trainer)
+                best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             results = {
                 "metrics": {**_best_validation(checkpoint), **module.test_results},
                 "per_mask_nll": module.per_mask_nll,
@@ -108,10 +112,31 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                         if hasattr(logger, "log_image"):
                             logger.log_image(key="samples", images=[str(samples)])
                 write_json_atomic(RunDir(output_dir).results, results)
-                _print_summary(results)
+                record_best_validation(loggers, results["metrics"])
+                _log_summary(results, output_dir)
             return results
         finally:
             _finish_wandb()
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(output_dir: Path) -> Iterator[None]:
+    """A SIGTERM (a scheduler's warning before it kills) or Ctrl-C, which Lightning turns into SystemExit, ends
+    the process with status 143 or 130 (never 0: a scheduler must not read it as success), saying how to resume.
+
+    ``checkpoints/last.ckpt`` holds the end of the last complete epoch (written every epoch); resuming from there
+    gives the same result as a run never stopped.
+    """
+    try:
+        yield
+    except SystemExit as stop:
+        sigterm = isinstance(stop, SIGTERMException)
+        last = RunDir(output_dir).last_checkpoint
+        state = (f"{last} holds the last complete epoch; continue with: made-train resume={output_dir}"
+                 if last.is_file() else "no epoch finished, so there is nothing to resume")
+        if rank_zero_only.rank == 0:
+            print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}", file=sys.stderr)
+        raise SystemExit(143 if sigterm else 130) from None
 
 
 @contextlib.contextmanager
@@ -158,11 +183,21 @@ def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:
     return {"val/best_nll": float(checkpoint.best_model_score)}
 
 
-def _print_summary(results: dict) -> None:
+def _log_summary(results: dict, output_dir: Path) -> None:
     metrics = results["metrics"]
     shown = {key: value for key, value in metrics.items() if key.startswith("test/") and "ensemble" not in key}
     lines = [f"  {key:<32} {value:.4f}" for key, value in sorted(shown.items())]
-    print("Test results (nats per example; bpd = bits per dimension):\n" + "\n".join(lines))
+    log.info("test results (nats per example; bpd = bits per dimension):\n" + "\n".join(lines))
+    log.info(f"results: {RunDir(output_dir).results}")
+
+
+def record_best_validation(loggers: list, metrics: dict) -> None:
+    """Make the W&B run's summary hold the best val/nll (the run's own choice of epoch, and a search's objective
+    as val/best_nll), not the last epoch's value that W&B keeps by default."""
+    best = metrics.get("val/best_nll")
+    for logger in loggers:
+        if best is not None and isinstance(logger, WandbLogger):
+            logger.experiment.summary.update({"val/nll": best, "val/best_nll": best})
 
 
 def _finish_wandb() -> None:
@@ -171,44 +206,3 @@ def _finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
-    try:
-        metrics = train(cfg, resume_from=_last_checkpoint(cfg.resume, cfg.overwrite) if cfg.resume else None)["metrics"]
-    except UserError:
-        _remove_if_unused(Path(cfg.paths.output_dir))
-        raise
-    return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
-
-
-def _last_checkpoint(run_dir: str, overwrite: bool) -> Path:
-    """``<run_dir>/checkpoints/last.ckpt``, the state a resumed run continues from; a finished run
-    (with ``results.json``) is only reopened with ``overwrite=true``."""
-    checkpoint = RunDir(run_dir).last_checkpoint
-    if not checkpoint.is_file():
-        raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
-    if RunDir(run_dir).is_finished() and not overwrite:
-        raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
-    return checkpoint
-
-
-def _remove_if_unused(run_dir: Path) -> None:
-    """Delete a run dir that holds only what Hydra wrote before the run failed on bad input."""
-    hydra_only = {".hydra", "train.log"}
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
-        shutil.rmtree(run_dir)
-
-
-def main() -> None:
-    register_configs()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    with exit_on_config_error("made-train"):
-        _hydra_main()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,3 +1,0 @@
-"""made_exp: MADE (Germain et al., ICML 2015) with mask ensembles, Lightning training and Hydra sweeps."""
-
-__version__ = "0.1.0"

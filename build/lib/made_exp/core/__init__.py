@@ -1,1 +1,0 @@
-"""The maths: MADE, its masks, scoring, normalisers and samplers. Imports only torch."""

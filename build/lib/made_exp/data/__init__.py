@@ -1,1 +1,0 @@
-"""The data: the dataset registry and its files, minibatching, and the Lightning DataModules."""

@@ -1,1 +1,0 @@
-"""What a run is: its config schema and validation, its directory layout, its records, sweeps."""
