@@ -3,9 +3,10 @@
 A job of a multirun runs through ``run_job``: a job whose dir already holds ``results.json``
 is skipped, an unfinished one continues from its ``checkpoints/last.ckpt``, and one that
 raises leaves ``error.json`` and returns NaN (Optuna records the trial as failed) instead of
-stopping the sweep. ``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in
-``conf/train.yaml``) then writes ``sweep_summary.json`` and ``sweep_summary.md`` in the
-sweep dir, one row per job.
+stopping the sweep; one stopped by SIGTERM (``scancel``) returns NaN and stays incomplete.
+``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in ``conf/train.yaml``) then writes
+``sweep_summary.json`` and ``sweep_summary.md`` in the sweep dir, one row per job, and exits with
+status 1 if a job failed or is incomplete.
 
 Rerun a sweep, skipping what finished:
     made-train -m <same overrides> hydra.sweep.dir=logs/train/multiruns/<sweep>
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.runs.results import write_json_atomic
 from made_exp.runs.rundir import RunDir
@@ -47,6 +50,9 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     last = run.last_checkpoint
     try:
         metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
+    except SIGTERMException:  # scancel, or a time limit with no requeue: stopped, not failed
+        log.warning(f"{output_dir.name} stopped by SIGTERM; rerunning the sweep continues it from {last}")
+        return math.nan
     except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
         log.error(f"{output_dir.name} failed:\n{traceback.format_exc()}")
         _write_error(output_dir, error)
@@ -105,10 +111,14 @@ def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: after a multirun, summarise its jobs in the sweep dir."""
+    """Hydra callback: after a multirun, summarise its jobs in the sweep dir; exit with status 1 if
+    any job failed or is incomplete (Hydra ignores a callback's exceptions, not ``SystemExit``)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
-        failed = [row["dir"] for row in jobs if row["status"] == "failed"]
-        if failed:
-            log.warning(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see sweep_summary.md)")
+        unfinished = [f"{row['dir']} ({row['status']})" for row in jobs if row["status"] != "finished"]
+        if unfinished:
+            # after every job ran and the summary is written: the sweep's exit status says it is not all done
+            log.error(f"{len(unfinished)} of {len(jobs)} jobs did not finish: {', '.join(unfinished)} "
+                      f"(see {Path(config.hydra.sweep.dir) / 'sweep_summary.md'})")
+            sys.exit(1)
