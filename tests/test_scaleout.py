@@ -94,6 +94,7 @@ def test_slurm_launcher_renders_a_multi_node_multi_gpu_sbatch_script(tmp_path, m
     assert "#SBATCH --ntasks-per-node=4" in script  # one task per GPU: srun starts the DDP ranks
     assert "#SBATCH --time=90" in script
     assert "#SBATCH --mem=64GB" in script
+    assert "#SBATCH --signal=USR2@120" in script  # requeued on preemption or time limit (max_num_timeout)
     assert "srun" in script
 
 
