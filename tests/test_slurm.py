@@ -12,7 +12,7 @@ import pytest
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 
-from made_exp.loading import load_run
+from made_exp.lightning.loading import load_run
 from slurm_cluster import ClusterUnavailable, SlurmCluster, start, stop
 from test_scaleout import TINY, job_dirs, made_train, needs_data, only, sweep_dir
 
