@@ -2,6 +2,7 @@
 the real CLI (joblib, Optuna, a failing job), DDP on CPU (gloo) and kill-and-resume."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from conftest import compose_train
-from made_exp.runs.sweep import SweepSummary, write_sweep_summary
+from made_exp.runs.sweep import SweepSummary, run_job, write_sweep_summary
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -130,6 +131,20 @@ def test_sweep_with_a_failed_or_incomplete_job_exits_non_zero_after_the_summary(
     assert exit_info.value.code == 1
     assert json.loads((tmp_path / "sweep_summary.json").read_text())["finished"] == 1
     assert "1 of 2 jobs did not finish" in caplog.text
+
+
+def exits(code: int):
+    def train(cfg, resume_from=None):
+        sys.exit(code)
+    return train
+
+
+def test_job_stopped_by_sigterm_is_left_incomplete_and_an_interrupt_stops_the_sweep(tmp_path):
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+    assert math.isnan(run_job(exits(143), cfg))  # made-train's exit on SIGTERM (scancel)
+    assert not (tmp_path / "error.json").exists()
+    with pytest.raises(SystemExit):
+        run_job(exits(130), cfg)  # Ctrl-C
 
 
 def test_sweep_whose_jobs_all_finished_exits_normally(tmp_path):

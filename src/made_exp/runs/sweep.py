@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.runs.results import write_json_atomic
 from made_exp.runs.rundir import RunDir
@@ -50,7 +50,10 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     last = run.last_checkpoint
     try:
         metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
-    except SIGTERMException:  # scancel, or a time limit with no requeue: stopped, not failed
+    except SystemExit as stop:  # made-train's exit on a signal (cli.train._stopped_by_signals)
+        if stop.code != 128 + signal.SIGTERM:
+            raise  # Ctrl-C (130) stops the sweep; so does submitit's exit after requeueing the job
+        # scancel: stopped, not failed
         log.warning(f"{output_dir.name} stopped by SIGTERM; rerunning the sweep continues it from {last}")
         return math.nan
     except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
