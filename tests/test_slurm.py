@@ -101,7 +101,7 @@ def test_ddp_through_srun_matches_single_process_evaluation(slurm_cluster, tmp_p
     assert not (job / "train_ddp_process_1.log").exists()  # Lightning did not start a rank itself
     metrics = json.loads((job / "results.json").read_text())["metrics"]
 
-    _, datamodule, module = load_run(job)  # the best checkpoint, in this one process
+    _, datamodule, module, _ = load_run(job)  # the best checkpoint, in this one process
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
     (validation,) = trainer.validate(module, datamodule=datamodule, verbose=False)
