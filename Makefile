@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast train sweep-local search-local wandb-sync bench lint clean
+.PHONY: install test test-fast train sweep-local search-local slurm-up slurm-down wandb-sync bench lint clean
 
 install:  ## virtualenv + editable package with dev extras (torch pinned: wheels on local disk)
 	python3 -m venv .venv
@@ -31,6 +31,15 @@ search-local:  ## Optuna TPE search (lr, width, masks) on dna, JOBS trials at a 
 	OMP_NUM_THREADS=$$(( $(CPUS) / $(JOBS) > 0 ? $(CPUS) / $(JOBS) : 1 )) .venv/bin/made-train -m \
 		hydra/sweeper=optuna_tpe hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS) \
 		hydra.sweeper.n_jobs=$(JOBS) hydra.sweeper.n_trials=$(TRIALS) data=dna
+
+# A single-node SLURM cluster on this machine (root; apt-get install slurm-wlm munge), the one
+# tests/test_slurm.py starts: eval "$$(make -s slurm-up)" points sbatch/squeue/made-train at it.
+SLURM_DIR ?= .slurm
+slurm-up:  ## start munged, slurmctld and slurmd with their state in SLURM_DIR; prints what to export
+	@$(PY) tests/slurm_cluster.py up $(SLURM_DIR)
+
+slurm-down:
+	@$(PY) tests/slurm_cluster.py down $(SLURM_DIR)
 
 wandb-sync:  ## upload the offline W&B runs under logs/ (after `wandb login`); synced runs are skipped
 	find $${MADE_LOG_DIR:-logs} -type d -name 'offline-run-*' -exec .venv/bin/wandb sync {} +

@@ -2,6 +2,7 @@
 the real CLI (joblib, Optuna, a failing job), DDP on CPU (gloo) and kill-and-resume."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
 from conftest import compose_train
-from made_exp.runs.sweep import write_sweep_summary
+from made_exp.runs.sweep import SweepSummary, run_job, write_sweep_summary
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -37,9 +38,14 @@ class KillAfterSteps(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def made_train(args: list[str], log_dir: Path, timeout: int = 300, wait: bool = True):
+def made_train(args: list[str], log_dir: Path, timeout: int = 300, wait: bool = True,
+               env: dict[str, str | None] | None = None):
+    """``made-train args`` with one torch thread and logs under ``log_dir``; ``env`` adds to (None: removes
+    from) its environment."""
     env = {**os.environ, "MADE_LOG_DIR": str(log_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
+    env = {name: value for name, value in env.items() if value is not None}
     command = [str(BIN / "made-train"), *args]
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -89,12 +95,14 @@ def test_slurm_launcher_renders_a_multi_node_multi_gpu_sbatch_script(tmp_path, m
     assert "#SBATCH --ntasks-per-node=4" in script  # one task per GPU: srun starts the DDP ranks
     assert "#SBATCH --time=90" in script
     assert "#SBATCH --mem=64GB" in script
+    assert "#SBATCH --signal=USR2@120" in script  # requeued on preemption or time limit (max_num_timeout)
     assert "srun" in script
 
 
-def test_sweep_summary_reports_finished_failed_and_incomplete_jobs(tmp_path):
-    for num, status in enumerate(["finished", "failed", "incomplete"]):
-        job = tmp_path / f"{num}_seed={num}"
+def fake_sweep(sweep: Path, statuses: list[str]) -> None:
+    """Job dirs ``<num>_seed=<num>`` under ``sweep`` as a multirun leaves them, one per status."""
+    for num, status in enumerate(statuses):
+        job = sweep / f"{num}_seed={num}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
             {"hydra": {"job": {"num": num}, "overrides": {"task": [f"seed={num}"]}}}))
@@ -102,6 +110,10 @@ def test_sweep_summary_reports_finished_failed_and_incomplete_jobs(tmp_path):
             (job / "results.json").write_text(json.dumps({"metrics": {"val/best_nll": 90.0, "test/nll": 91.5}}))
         if status == "failed":
             (job / "error.json").write_text(json.dumps({"error": "ConfigError: model.num_masks=0 must be >= 1"}))
+
+
+def test_sweep_summary_reports_finished_failed_and_incomplete_jobs(tmp_path):
+    fake_sweep(tmp_path, ["finished", "failed", "incomplete"])
     jobs = write_sweep_summary(tmp_path)
     assert [row["status"] for row in jobs] == ["finished", "failed", "incomplete"]
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
@@ -109,6 +121,36 @@ def test_sweep_summary_reports_finished_failed_and_incomplete_jobs(tmp_path):
     assert jobs[0]["metrics"] == {"val/best_nll": 90.0, "test/nll": 91.5}
     markdown = (tmp_path / "sweep_summary.md").read_text()
     assert "| 1 | failed | seed=1 |" in markdown and "must be >= 1" in markdown
+
+
+@pytest.mark.parametrize("statuses", [["finished", "failed"], ["incomplete", "finished"]])
+def test_sweep_with_a_failed_or_incomplete_job_exits_non_zero_after_the_summary(tmp_path, statuses, caplog):
+    fake_sweep(tmp_path, statuses)
+    with pytest.raises(SystemExit) as exit_info:
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert exit_info.value.code == 1
+    assert json.loads((tmp_path / "sweep_summary.json").read_text())["finished"] == 1
+    assert "1 of 2 jobs did not finish" in caplog.text
+
+
+def exits(code: int):
+    def train(cfg, resume_from=None):
+        sys.exit(code)
+    return train
+
+
+def test_job_stopped_by_sigterm_is_left_incomplete_and_an_interrupt_stops_the_sweep(tmp_path):
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+    assert math.isnan(run_job(exits(143), cfg))  # made-train's exit on SIGTERM (scancel)
+    assert not (tmp_path / "error.json").exists()
+    with pytest.raises(SystemExit):
+        run_job(exits(130), cfg)  # Ctrl-C
+
+
+def test_sweep_whose_jobs_all_finished_exits_normally(tmp_path):
+    fake_sweep(tmp_path, ["finished", "finished"])
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert json.loads((tmp_path / "sweep_summary.json").read_text())["finished"] == 2
 
 
 def sweep_dir(log_dir: Path) -> Path:
@@ -145,7 +187,7 @@ def test_parallel_sweep_gives_one_result_and_one_wandb_run_per_job(tmp_path):
 def test_failed_job_is_recorded_and_a_rerun_skips_finished_jobs(tmp_path):
     args = ["-m", *TINY, "trainer.max_epochs=1", "logger=csv", "model.num_masks=0,1"]
     result = made_train(args, tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # the other job still ran
     sweep = sweep_dir(tmp_path)
     failed, finished = job_dirs(sweep)
     assert "model.num_masks=0" in (failed / "error.json").read_text()
@@ -156,7 +198,7 @@ def test_failed_job_is_recorded_and_a_rerun_skips_finished_jobs(tmp_path):
 
     finished_at = (finished / "results.json").stat().st_mtime_ns
     rerun = made_train([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert rerun.returncode == 1, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert (finished / "results.json").stat().st_mtime_ns == finished_at  # skipped, not retrained
     assert not list(finished.glob("csv/version_1"))
     assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == 1

@@ -34,6 +34,7 @@ from made_exp.runs.config import validate_config
 from made_exp.runs.images import save_sample_grid
 from made_exp.runs.results import git_commit, run_metadata
 from made_exp.runs.rundir import RunDir
+from made_exp.runs.threads import set_job_threads
 
 __all__ = ["train", "build_loggers", "build_callbacks", "record_best_validation"]
 
@@ -75,6 +76,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     """Fit and test one configuration, continuing from the checkpoint ``resume_from`` if given;
     returns (and writes) the results dict."""
     validate_config(cfg)
+    set_job_threads()  # the job's CPU share (SLURM_CPUS_PER_TASK, ...), not every core of the node
     started, commit = time.perf_counter(), git_commit()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     output_dir = Path(cfg.paths.output_dir)

@@ -3,9 +3,10 @@
 A job of a multirun runs through ``run_job``: a job whose dir already holds ``results.json``
 is skipped, an unfinished one continues from its ``checkpoints/last.ckpt``, and one that
 raises leaves ``error.json`` and returns NaN (Optuna records the trial as failed) instead of
-stopping the sweep. ``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in
-``conf/train.yaml``) then writes ``sweep_summary.json`` and ``sweep_summary.md`` in the
-sweep dir, one row per job.
+stopping the sweep; one stopped by SIGTERM (``scancel``) returns NaN and stays incomplete.
+``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in ``conf/train.yaml``) then writes
+``sweep_summary.json`` and ``sweep_summary.md`` in the sweep dir, one row per job, and exits with
+status 1 if a job failed or is incomplete.
 
 Rerun a sweep, skipping what finished:
     made-train -m <same overrides> hydra.sweep.dir=logs/train/multiruns/<sweep>
@@ -16,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +50,12 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     last = run.last_checkpoint
     try:
         metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
+    except SystemExit as stop:  # made-train's exit on a signal (lightning.training._stopped_by_signals)
+        if stop.code != 128 + signal.SIGTERM:
+            raise  # Ctrl-C (130) stops the sweep; so does submitit's exit after requeueing the job
+        # scancel: stopped, not failed
+        log.warning(f"{output_dir.name} stopped by SIGTERM; rerunning the sweep continues it from {last}")
+        return math.nan
     except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
         log.error(f"{output_dir.name} failed:\n{traceback.format_exc()}")
         _write_error(output_dir, error)
@@ -106,10 +115,14 @@ def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: after a multirun, summarise its jobs in the sweep dir."""
+    """Hydra callback: after a multirun, summarise its jobs in the sweep dir; exit with status 1 if
+    any job failed or is incomplete (Hydra ignores a callback's exceptions, not ``SystemExit``)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
-        failed = [row["dir"] for row in jobs if row["status"] == "failed"]
-        if failed:
-            log.warning(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (see sweep_summary.md)")
+        unfinished = [f"{row['dir']} ({row['status']})" for row in jobs if row["status"] != "finished"]
+        if unfinished:
+            # after every job ran and the summary is written: the sweep's exit status says it is not all done
+            log.error(f"{len(unfinished)} of {len(jobs)} jobs did not finish: {', '.join(unfinished)} "
+                      f"(see {Path(config.hydra.sweep.dir) / 'sweep_summary.md'})")
+            sys.exit(1)
