@@ -35,7 +35,13 @@ from made_exp.errors import UserError
 from made_exp.lightning.loading import build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
-from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.config import (
+    CONFIG_DIR,
+    absolute_data_paths,
+    exit_on_config_error,
+    register_configs,
+    validate_config,
+)
 from made_exp.runs.images import save_sample_grid
 from made_exp.runs.results import git_commit, run_metadata, write_json_atomic
 from made_exp.runs.resume import last_checkpoint, lock_run, resume_arguments, resumed_run
@@ -88,6 +94,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     started, commit = time.perf_counter(), git_commit()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     output_dir = Path(cfg.paths.output_dir)
+    absolute_data_paths(cfg, RunDir(output_dir).config)
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
