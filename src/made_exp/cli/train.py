@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -119,6 +119,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 "metrics": {**_best_validation(checkpoint), **module.test_results},
                 "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
+                "stopped_by": _stopped_by(trainer),
                 "best_checkpoint": best,
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
@@ -192,6 +193,19 @@ def _sample_grid(module: MADEModule, path: Path) -> Path | None:
 def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
     return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+
+
+def _stopped_by(trainer: pl.Trainer) -> str:
+    """What ended training: early_stopping (the paper's protocol), max_time, max_epochs, interrupted or other."""
+    early_stopping = trainer.early_stopping_callback
+    if early_stopping is not None and early_stopping.stopped_epoch > 0:
+        return "early_stopping"
+    timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+    if timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
+        return "max_time"
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    return "interrupted" if trainer.interrupted else "other"
 
 
 def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:
