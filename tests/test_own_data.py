@@ -17,6 +17,7 @@ from conftest import compose_train
 from made_exp.data import files
 from made_exp.data.datamodules import NPZDataModule, TensorDataModule
 from made_exp.data.files import DATASETS, DataError, DatasetInfo, resolve_dataset
+from made_exp.lightning.loading import build_datamodule
 from made_exp.runs.config import ConfigError, validate_config
 from test_robustness import assert_one_line_error, cli, run_dirs
 
@@ -148,6 +149,14 @@ def test_split_fractions_are_checked_with_the_other_ranges(overrides, message):
         validate_config(cfg)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [([], "data.path"), (["data.name=survey"], "unknown dataset")])
+def test_no_dataset_is_a_data_error_not_a_hydra_one(overrides, message):
+    """made-train's one-line error and run-dir clean-up need the DataError itself, not Hydra's wrapper."""
+    cfg = compose_train(["data=npz", *overrides], with_hydra=False)
+    with pytest.raises(DataError, match=message):
+        build_datamodule(cfg.data)
+
+
 def test_valid_split_fractions_pass():
     validate_config(compose_train(["data=npz", "data.path=/x.npy", "data.split=[0.7,0.2,0.1]"]))
 
@@ -233,6 +242,7 @@ def test_own_data_trains_evaluates_and_samples(own_run, tmp_path):
     saved = OmegaConf.load(own_run / ".hydra" / "config.yaml")
     assert saved.data.path == str(own_run.parents[3] / "votes.npy")  # absolute, so made-eval works anywhere
     assert 0 < results["metrics"]["test/nll"] < 12 * np.log(2) + 1
+    assert results["stopped_by"] == "max_epochs"  # 2 epochs: before early stopping could fire
     result = cli("made-eval", [str(own_run)], tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((own_run / "eval_mixture.json").read_text())["metrics"]["test/nll"]
@@ -249,3 +259,25 @@ def test_a_corrupt_own_file_is_one_line_and_no_run_dir(tmp_path):
     result = cli("made-train", ["data=npz", f"data.path={path}", *TINY_RUN], tmp_path / "logs")
     assert_one_line_error(result, str(path), "values other than 0 and 1")
     assert run_dirs(tmp_path / "logs") == []
+
+
+def test_the_readme_python_example_trains_on_an_array(tmp_path):
+    """The README's "data you already hold" example, shrunk: from_array, MADEModule, fit, test."""
+    from functools import partial
+
+    import pytorch_lightning as pl
+
+    from made_exp.core.ensemble import Mixture
+    from made_exp.core.made import MADE
+    from made_exp.core.masks import MaskSchedule
+    from made_exp.lightning.module import MADEModule
+
+    x = one_array(200, 8)
+    data = TensorDataModule.from_array(x, split=(0.8, 0.1, 0.1), batch_size=20)
+    module = MADEModule(MADE(data.input_dim, [16]), optimizer=partial(torch.optim.Adam, lr=1e-2),
+                        masks=MaskSchedule(), ensemble=Mixture(), num_samples=0)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    trainer.test(module, datamodule=data, verbose=False)
+    assert 0 < module.test_results["test/nll"] < 8 * np.log(2) + 1

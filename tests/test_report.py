@@ -212,3 +212,23 @@ def test_figure_labels_are_not_cut_off(tmp_path):
         pixels = matplotlib.image.imread(tmp_path / "report" / figure)[..., :3]
         frame = [pixels[:3], pixels[-3:], pixels[:, :3], pixels[:, -3:]]
         assert all((edge == 1.0).all() for edge in frame), f"{figure}: something is cut off at an edge"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.max_epochs=2"], "max_epochs"),
+        (["trainer.max_time=00:00:00:01"], "max_time"),
+        (["callbacks.early_stopping.patience=1", "data.num_train=100", "model.hidden_sizes=[256]",
+          "optimizer.lr=0.05"], "early_stopping"),  # overfits within a few epochs
+    ],
+)
+def test_made_train_records_what_ended_training(tmp_path, overrides, expected):
+    from conftest import compose_train
+    from made_exp.cli.train import train
+
+    cfg = compose_train([
+        "data=synthetic", "model.hidden_sizes=[8]", "trainer.max_epochs=200", "logger=none", "module.num_samples=0",
+        "~callbacks.rich_progress_bar", f"paths.output_dir={tmp_path}", *overrides,
+    ], with_hydra=False)
+    assert train(cfg)["stopped_by"] == expected

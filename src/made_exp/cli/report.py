@@ -7,7 +7,7 @@ Runs are grouped by dataset and configuration (every config key except seeds and
 the seeds of one configuration make one row: mean ± sample std of ``test/nll`` over its runs; ``seeds``
 counts distinct seed values (``seed`` and the ``seeds`` streams), and says how many runs there were when a
 seed ran more than once. A run that training ended before early stopping fired (``trainer.max_epochs``,
-``trainer.max_time``, an interrupt, or no early stopping at all) is shorter than the paper's protocol and
+``trainer.max_time``, something else, or no early stopping at all) is shorter than the paper's protocol and
 its row says so (``short_of_protocol``). Writes
 ``report.md``, ``report.csv`` and, where their data exist, ``nll_vs_masks.png``,
 ``samples_binarized_mnist.png`` and ``per_mask_nll.png`` into ``--out`` (default: the first
@@ -402,7 +402,7 @@ def report(dirs: list[Path], out: Path) -> str:
             notes.append(f"{group.dataset}, {group.label}: seed {', '.join(repeated)} ran more than once; "
                          "every run is averaged, and the seeds column counts distinct seeds")
     if any(row["short_of_protocol"] for row in rows):
-        notes.append("short: training ended by trainer.max_epochs, trainer.max_time or an interrupt (or had no "
+        notes.append("short: training ended by trainer.max_epochs, trainer.max_time or something else (or had no "
                      "early stopping) before early stopping fired, so shorter than the paper's protocol; results "
                      "without a recorded stopped_by count as short when their epochs reached max_epochs or a "
                      "max_time was set")

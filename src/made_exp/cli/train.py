@@ -32,7 +32,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
 from made_exp.errors import UserError
-from made_exp.lightning.loading import build_module
+from made_exp.lightning.loading import build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.config import (
@@ -97,7 +97,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     absolute_data_paths(cfg, RunDir(output_dir).config)
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
     quiet_lightning()
@@ -112,6 +112,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
         try:
             with _stopped_by_signals(output_dir):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+                stopped_by = _stopped_by(trainer)  # before test() reloads the callbacks' state from best.ckpt
                 checkpoint = _best_checkpoint(trainer)
                 best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
                 trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -119,7 +120,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 "metrics": {**_best_validation(checkpoint), **module.test_results},
                 "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
-                "stopped_by": _stopped_by(trainer),
+                "stopped_by": stopped_by,
                 "best_checkpoint": best,
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
@@ -196,7 +197,8 @@ def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
 
 
 def _stopped_by(trainer: pl.Trainer) -> str:
-    """What ended training: early_stopping (the paper's protocol), max_time, max_epochs, interrupted or other."""
+    """What ended training: early_stopping (the paper's protocol), max_time, max_epochs or other (e.g. a step cap);
+    signals end the process instead (``_stopped_by_signals``)."""
     early_stopping = trainer.early_stopping_callback
     if early_stopping is not None and early_stopping.stopped_epoch > 0:
         return "early_stopping"
@@ -205,7 +207,7 @@ def _stopped_by(trainer: pl.Trainer) -> str:
         return "max_time"
     if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
         return "max_epochs"
-    return "interrupted" if trainer.interrupted else "other"
+    return "other"
 
 
 def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:

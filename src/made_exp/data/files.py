@@ -48,8 +48,8 @@ DEFAULT_SPLIT = (0.8, 0.1, 0.1)  # train, valid, test fractions of a single arra
 _SPLIT_SEED = 2015  # independent of the run's seed, so every seed of a configuration sees the same split
 
 
-class DataError(UserError):
-    """A dataset file is missing, unreadable or not in the MADE release format."""
+class DataError(UserError, ValueError):
+    """A dataset is unknown, or its file is missing, unreadable or not in the expected format."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Registry entry for ``name``; ValueError naming the allowed datasets otherwise."""
+    """Registry entry for ``name``; DataError (a ValueError) naming the allowed datasets otherwise."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, or give data.path")
     return DATASETS[name]
 
 
