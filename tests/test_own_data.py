@@ -3,6 +3,7 @@ like the paper sets; data paths that are not usable files are one error naming t
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -14,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_train
+from made_exp.cli.report import report
 from made_exp.data import files
 from made_exp.data.datamodules import NPZDataModule, TensorDataModule
 from made_exp.data.files import DATASETS, DataError, DatasetInfo, resolve_dataset
@@ -250,6 +252,9 @@ def test_own_data_trains_evaluates_and_samples(own_run, tmp_path):
     result = cli("made-sample", [str(own_run), "--num-samples", "9"], tmp_path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (own_run / "samples_seed0_n9.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report([own_run], tmp_path / "report")  # named after the file; 2 epochs is short of the paper's protocol
+    (row,) = csv.DictReader((tmp_path / "report" / "report.csv").open())
+    assert (row["dataset"], row["short_of_protocol"]) == ("votes", "trainer.max_epochs=2 (1 of 1 runs)")
 
 
 @pytest.mark.slow
