@@ -20,7 +20,7 @@ from made_exp.data import files
 from made_exp.data.datamodules import NPZDataModule, TensorDataModule
 from made_exp.data.files import DATASETS, DataError, DatasetInfo, resolve_dataset
 from made_exp.lightning.loading import build_datamodule
-from made_exp.runs.config import ConfigError, validate_config
+from made_exp.runs.config import ConfigError, absolute_data_paths, validate_config
 from test_robustness import assert_one_line_error, cli, run_dirs
 
 TINY = DatasetInfo("tiny", input_dim=4, num_train=6, num_valid=3, num_test=2, url="http://127.0.0.1:9/tiny.npz")
@@ -286,3 +286,20 @@ def test_the_readme_python_example_trains_on_an_array(tmp_path):
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, verbose=False)
     assert 0 < module.test_results["test/nll"] < 8 * np.log(2) + 1
+
+
+def test_relative_data_paths_become_absolute_in_the_run_and_its_saved_config(tmp_path, monkeypatch):
+    """made-eval may run from anywhere: the run records the paths it read, absolute; an interpolation
+    (``${oc.env:MADE_DATA_DIR,null}``) stays one."""
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_train(["data=npz", "data.path=mine/votes.npy"], with_hydra=False)
+    saved = tmp_path / "run" / ".hydra" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    OmegaConf.save(cfg, saved)
+    absolute_data_paths(cfg, saved)
+    for config in (cfg, OmegaConf.load(saved)):
+        assert config.data.path == str(tmp_path / "mine" / "votes.npy")
+    assert OmegaConf.is_interpolation(OmegaConf.load(saved).data, "data_dir")
+    cfg = compose_train(["data=dna", "data.data_dir=data"], with_hydra=False)
+    absolute_data_paths(cfg, tmp_path / "no_run" / "config.yaml")  # outside a Hydra run: the config only
+    assert cfg.data.data_dir == str(tmp_path / "data") and cfg.data.path is None
