@@ -76,6 +76,7 @@ class Run:
 
     @property
     def seed_label(self) -> str:
+        """``seed``, with any stream that differs from it: ``0 (init=5)``."""
         streams = {name: value for name, value in self.seed_streams if value != self.seed}
         return str(self.seed) + (f" ({', '.join(f'{k}={v}' for k, v in streams.items())})" if streams else "")
 
