@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from test_robustness import assert_one_line_error
+
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
 needs_data = pytest.mark.skipif(DATA_DIR is None, reason="set MADE_DATA_DIR to the paper's data (../shared/data)")
@@ -74,6 +76,26 @@ def test_sample_writes_a_png(dna_run, tmp_path):
     result = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "16", "--out", str(out)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@needs_data
+def test_sample_never_overwrites_a_file_unasked(dna_run, tmp_path):
+    trained = dna_run / "samples.png"
+    before = trained.stat().st_mtime_ns, trained.read_bytes()
+    result = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "9"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    drawn = dna_run / "samples_seed0_n9.png"
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for out in (trained, drawn):
+        kept = out.stat().st_mtime_ns, out.read_bytes()
+        refused = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "9", "--out", str(out)], tmp_path)
+        assert_one_line_error(refused, str(out), "--overwrite")
+        assert (out.stat().st_mtime_ns, out.read_bytes()) == kept
+    assert (trained.stat().st_mtime_ns, trained.read_bytes()) == before
+    replaced = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "9", "--seed", "1", "--out", str(drawn),
+                    "--overwrite"], tmp_path)
+    assert replaced.returncode == 0 and drawn.stat().st_mtime_ns > kept[0], replaced.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -149,3 +149,86 @@ def test_dir_without_results_exits_2_with_one_line(tmp_path, make):
     assert result.returncode == 2
     assert result.stderr.strip() == f"made-report: error: no results.json under {target}"
     assert not (target / "report.md").exists()
+
+
+def test_seeds_are_counted_by_distinct_value(tmp_path):
+    """Two runs of seed 0 are one seed; seed 0 with another init stream is another."""
+    for name, seed, streams, nll in [("a", 0, None, 84.0), ("b", 0, None, 84.2), ("c", 1, None, 85.0),
+                                     ("d", 0, {"init": 5, "masks": 0, "data": 0}, 84.5)]:
+        config = fake_config("dna", seed, "cycle", 1, None)
+        config["seeds"] = streams or {"init": seed, "masks": seed, "data": seed}
+        write_run(tmp_path / name, config, nll)
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    (row,) = csv.DictReader((tmp_path / "report" / "report.csv").open())
+    assert (row["n_seeds"], row["n_runs"], row["seeds"]) == ("3", "4", "0 0 0 (init=5) 1")
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| one mask | 3 (4 runs) | 84.42 ± 0.43 |" in markdown
+    assert "seed 0 ran more than once" in markdown
+
+
+def test_runs_shorter_than_the_protocol_are_labelled(tmp_path):
+    """Stopped by an epoch or time cap (recorded, or inferred for older results) or without early stopping."""
+    cases = {
+        "capped": ({"max_epochs": 20}, {"stopped_by": "max_epochs", "epochs": 20}, 2),
+        "old_capped": ({"max_epochs": 400}, {"epochs": 400}, 1),
+        "timed": ({"max_epochs": 1000, "max_time": "00:00:07:20"}, {"epochs": 140}, 1),
+        "early": ({"max_epochs": 1000}, {"stopped_by": "early_stopping", "epochs": 96}, 1),
+        "old_early": ({"max_epochs": 999}, {"epochs": 96}, 1),
+    }
+    for name, (trainer, extra, seeds) in cases.items():
+        for seed in range(seeds):
+            config = fake_config("dna", seed, "cycle", 1, None)
+            config["trainer"].update(trainer)
+            write_run(tmp_path / f"{name}{seed}", config, 85.0 + seed, **extra)
+    config = fake_config("dna", 0, "cycle", 1, None)
+    config["callbacks"] = {"last_checkpoint": {"filename": "last"}}  # no early stopping at all
+    write_run(tmp_path / "no_stopping", config, 86.0, epochs=1000)
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    rows = {row["run_dirs"].split()[0].rsplit("/", 1)[-1]: row
+            for row in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    assert {name: row["short_of_protocol"] for name, row in rows.items()} == {
+        "capped0": "trainer.max_epochs=20 (2 of 2 runs)",
+        "old_capped0": "trainer.max_epochs=400 (1 of 1 runs)",
+        "timed0": "trainer.max_time=00:00:07:20 (1 of 1 runs)",
+        "early0": "",
+        "old_early0": "",
+        "no_stopping": "no early stopping (1 of 1 runs)",
+    }
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "85.50 ± 0.71 (short: trainer.max_epochs=20 (2 of 2 runs)) |" in markdown
+    assert "shorter than the paper's protocol" in markdown
+
+
+def test_figure_labels_are_not_cut_off(tmp_path):
+    """NLLs that differ in the third decimal make wide tick labels; no text may run off the image's edge."""
+    import matplotlib.image
+
+    for bank, nll in [(1, 279.4612), (2, 279.4655), (4, 279.4631), (8, 279.4623)]:
+        for seed in range(2):
+            write_run(tmp_path / f"k{bank}_s{seed}", fake_config("nips", seed, "cycle", bank, None), nll + 0.001 * seed,
+                      per_mask_nll=[nll + 0.001, nll + 0.002, nll + 0.004])
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    for figure in ("nll_vs_masks.png", "per_mask_nll.png"):
+        pixels = matplotlib.image.imread(tmp_path / "report" / figure)[..., :3]
+        frame = [pixels[:3], pixels[-3:], pixels[:, :3], pixels[:, -3:]]
+        assert all((edge == 1.0).all() for edge in frame), f"{figure}: something is cut off at an edge"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.max_epochs=2"], "max_epochs"),
+        (["trainer.max_time=00:00:00:01"], "max_time"),
+        (["callbacks.early_stopping.patience=1", "data.num_train=100", "model.hidden_sizes=[256]",
+          "optimizer.lr=0.05"], "early_stopping"),  # overfits within a few epochs
+    ],
+)
+def test_made_train_records_what_ended_training(tmp_path, overrides, expected):
+    from conftest import compose_train
+    from made_exp.lightning.training import train
+
+    cfg = compose_train([
+        "data=synthetic", "model.hidden_sizes=[8]", "trainer.max_epochs=200", "logger=none", "module.num_samples=0",
+        "~callbacks.rich_progress_bar", f"paths.output_dir={tmp_path}", *overrides,
+    ], with_hydra=False)
+    assert train(cfg)["stopped_by"] == expected

@@ -30,9 +30,10 @@ TINY = ["model.hidden_sizes=[16]", "trainer.max_epochs=2", "logger=csv", "module
         "~callbacks.rich_progress_bar"]
 
 
-def cli(program: str, args: list[str], log_dir: Path, **env) -> subprocess.CompletedProcess:
+def cli(program: str, args: list[str], log_dir: Path, cwd: Path | None = None, **env) -> subprocess.CompletedProcess:
     environment = {**os.environ, "MADE_LOG_DIR": str(log_dir), "WANDB_MODE": "offline", **env}
-    return subprocess.run([str(BIN / program), *args], env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(BIN / program), *args], env=environment, capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

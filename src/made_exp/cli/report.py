@@ -4,7 +4,11 @@ Usage:
     made-report logs/train/multiruns/<date> [more run or multirun dirs] [--out DIR]
 
 Runs are grouped by dataset and configuration (every config key except seeds and paths), so
-the seeds of one configuration make one row: mean ± sample std of ``test/nll``. Writes
+the seeds of one configuration make one row: mean ± sample std of ``test/nll`` over its runs; ``seeds``
+counts distinct seed values (``seed`` and the ``seeds`` streams), and says how many runs there were when a
+seed ran more than once. A run that training ended before early stopping fired (``trainer.max_epochs``,
+``trainer.max_time``, something else, or no early stopping at all) is shorter than the paper's protocol and
+its row says so (``short_of_protocol``). Writes
 ``report.md``, ``report.csv`` and, where their data exist, ``nll_vs_masks.png``,
 ``samples_binarized_mnist.png`` and ``per_mask_nll.png`` into ``--out`` (default: the first
 dir). Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one per mask) in
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from made_exp.errors import exit_on_user_error
 from made_exp.runs.atomic import csv_text, replace_atomically, write_text_atomic
-from made_exp.runs.figures import save_figure, subplots
+from made_exp.runs.figures import legend_below, save_figure, subplots
 from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
 from made_exp.runs.records import ReportError, dataset_name, results_files
 from made_exp.runs.rundir import RunDir
@@ -38,8 +42,9 @@ IGNORED_LEAVES = {"seed", "dirpath", "default_root_dir", "save_dir", "data_dir",
 # Keys the masks group sets together; the configuration label already names them.
 MASK_KEYS = {"masks.schedule", "masks.val_num_masks", "model.num_masks", "ensemble.num_masks",
              "ensemble.mask_source", "model.hidden_sizes"}
-CSV_FIELDS = ["dataset", "configuration", "paper_column", "n_seeds", "seeds", "test_nll_mean", "test_nll_std",
-              "paper_nll", "diff", "diff_pct", "wall_time_s_mean", "paper_source", "run_dirs"]
+CSV_FIELDS = ["dataset", "configuration", "paper_column", "n_seeds", "n_runs", "seeds", "test_nll_mean", "test_nll_std",
+              "paper_nll", "diff", "diff_pct", "wall_time_s_mean", "short_of_protocol", "paper_source", "run_dirs"]
+PROTOCOL_END = "early_stopping"  # the paper trains until early stopping (look-ahead) fires
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class Run:
     test_nll: float
     wall_time_s: float | None
     per_mask_nll: tuple[float, ...]
+    seed_streams: tuple[tuple[str, object], ...] = ()
+    stopped_by: str = PROTOCOL_END
 
     def get(self, key: str, default=None):
         return dict(self.config).get(key, default)
@@ -61,6 +68,17 @@ class Run:
     def num_masks(self) -> int:
         """Masks in the test mixture: the fresh-mask count, or else the bank size K."""
         return int(self.get("ensemble.num_masks") or self.get("model.num_masks", 1))
+
+    @property
+    def seed_value(self) -> tuple:
+        """What makes two runs different seeds: ``seed`` and the streams set apart from it (``seeds.*``)."""
+        return (self.seed, self.seed_streams)
+
+    @property
+    def seed_label(self) -> str:
+        """``seed``, with any stream that differs from it: ``0 (init=5)``."""
+        streams = {name: value for name, value in self.seed_streams if value != self.seed}
+        return str(self.seed) + (f" ({', '.join(f'{k}={v}' for k, v in streams.items())})" if streams else "")
 
     @property
     def mask_sampling(self) -> bool:
@@ -139,7 +157,27 @@ def load_run(path: Path) -> Run | None:
         test_nll=float(metrics["test/nll"]),
         wall_time_s=results.get("wall_time_s"),
         per_mask_nll=_per_mask_nll(path.parent, results),
+        seed_streams=tuple(sorted((config.get("seeds") or {}).items())),
+        stopped_by=stopped_by(results),
     )
+
+
+def stopped_by(results: dict) -> str:
+    """What ended training: ``results["stopped_by"]`` where made-train recorded it, else inferred from the
+    config and ``epochs``: no early-stopping callback; ``max_epochs`` if the epochs reached the cap (early
+    stopping in the last epoch looks the same, and counts as the cap); ``max_time`` if a time cap was set
+    (it may not have been reached: the label errs towards warning); otherwise early stopping."""
+    if results.get("stopped_by"):
+        return str(results["stopped_by"])
+    config, epochs = results.get("config", {}), results.get("epochs")
+    trainer = config.get("trainer") or {}
+    if isinstance(config.get("callbacks"), dict) and "early_stopping" not in config["callbacks"]:
+        return "no_early_stopping"
+    if epochs is not None and trainer.get("max_epochs") is not None and epochs >= trainer["max_epochs"]:
+        return "max_epochs"
+    if trainer.get("max_time"):
+        return "max_time"
+    return PROTOCOL_END
 
 
 def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
@@ -200,8 +238,25 @@ def config_label(run: Run, values: dict, varying: set[str]) -> str:
     return ", ".join([run.masks_label(), f"hidden {run.hidden_sizes}", *extras])
 
 
+def short_of_protocol(group: Group) -> str:
+    """Why runs of ``group`` trained less than the paper's protocol (until early stopping fired), e.g.
+    ``trainer.max_epochs=20 (3 of 3 runs)``; empty when every run early-stopped."""
+    config = dict(group.runs[0].config)
+    counts: dict[str, int] = defaultdict(int)
+    for run in group.runs:
+        if run.stopped_by != PROTOCOL_END:
+            counts[run.stopped_by] += 1
+    reasons = []
+    for reason, count in sorted(counts.items()):
+        cap = f"trainer.{reason}"
+        label = f"{cap}={config.get(cap)}" if cap in config else reason.replace("_", " ")
+        reasons.append(f"{label} ({count} of {len(group.runs)} runs)")
+    return "; ".join(reasons)
+
+
 def summarise(group: Group) -> dict:
-    """One report row: our mean ± sample std over seeds, the paper's value and the difference."""
+    """One report row: our mean ± sample std over runs, the number of distinct seeds, the paper's value and the
+    difference, and whether the runs were shorter than the paper's protocol."""
     nlls = [run.test_nll for run in group.runs]
     mean = statistics.fmean(nlls)
     column = group.runs[0].paper_column()
@@ -211,14 +266,16 @@ def summarise(group: Group) -> dict:
         "dataset": group.dataset,
         "configuration": group.label,
         "paper_column": column or "",
-        "n_seeds": len(nlls),
-        "seeds": " ".join(str(run.seed) for run in group.runs),
+        "n_seeds": len({run.seed_value for run in group.runs}),
+        "n_runs": len(group.runs),
+        "seeds": " ".join(run.seed_label for run in group.runs),
         "test_nll_mean": mean,
         "test_nll_std": statistics.stdev(nlls) if len(nlls) > 1 else None,
         "paper_nll": paper,
         "diff": None if paper is None else mean - paper,
         "diff_pct": None if paper is None else 100 * (mean - paper) / paper,
         "wall_time_s_mean": statistics.fmean(walls) if walls else None,
+        "short_of_protocol": short_of_protocol(group),
         "paper_source": SOURCES.get(group.dataset, "") if paper is not None else "",
         "run_dirs": " ".join(str(run.run_dir) for run in group.runs),
     }
@@ -238,8 +295,11 @@ def markdown_table(rows: list[dict]) -> str:
         ours = _number(row["test_nll_mean"])
         if row["test_nll_std"] is not None:
             ours += f" ± {_number(row['test_nll_std'])}"
+        if row["short_of_protocol"]:
+            ours += f" (short: {row['short_of_protocol']})"
+        seeds = str(row["n_seeds"]) + (f" ({row['n_runs']} runs)" if row["n_runs"] != row["n_seeds"] else "")
         lines.append(
-            f"| {row['dataset']} | {row['configuration']} | {row['paper_column'] or '—'} | {row['n_seeds']} | "
+            f"| {row['dataset']} | {row['configuration']} | {row['paper_column'] or '—'} | {seeds} | "
             f"{ours} | {_number(row['paper_nll'])} | {_number(row['diff'], signed=True)} | "
             f"{_number(row['diff_pct'], 1, signed=True)} | {_number(row['wall_time_s_mean'], 0)} |"
         )
@@ -271,9 +331,10 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
         ticks = sorted({x for points in by_line.values() for x in points})
         ax.set_xticks(ticks, [str(x) for x in ticks])  # the numbers of masks that ran, as integers
         ax.minorticks_off()
+        ax.ticklabel_format(axis="y", useOffset=False)  # NLLs as they are, not as offsets from one of them
         ax.set(title=dataset, xlabel="masks in the test mixture", ylabel="test NLL (nats)")
         if len(set(labels)) == len(labels):  # lines that differ in more than the label says get none
-            ax.legend()
+            legend_below(ax)
     save_figure(figure, path)
     return True
 
@@ -291,8 +352,9 @@ def plot_per_mask_histogram(groups: list[Group], path: Path) -> bool:
     for ax, (dataset, by_label) in zip(axes, sorted(values.items()), strict=True):
         for label, nlls in sorted(by_label.items()):
             ax.hist(nlls, bins=30, alpha=0.6, label=label)
+        ax.ticklabel_format(axis="x", useOffset=False)
         ax.set(title=dataset, xlabel="test NLL of one mask (nats)", ylabel="masks")
-        ax.legend(fontsize="small")
+        legend_below(ax, fontsize="small")
     save_figure(figure, path)
     return True
 
@@ -335,11 +397,16 @@ def report(dirs: list[Path], out: Path) -> str:
 
     notes = [f"{path}: no test/nll (an unnormalised ensemble?), left out" for path in without_nll]
     for group in groups:
-        seeds = [run.seed for run in group.runs]
-        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1}, key=str)
+        seeds = [run.seed_value for run in group.runs]
+        repeated = sorted({run.seed_label for run in group.runs if seeds.count(run.seed_value) > 1})
         if repeated:
-            notes.append(f"{group.dataset}, {group.label}: seed {', '.join(map(str, repeated))} ran more than once; "
-                         "every run is averaged")
+            notes.append(f"{group.dataset}, {group.label}: seed {', '.join(repeated)} ran more than once; "
+                         "every run is averaged, and the seeds column counts distinct seeds")
+    if any(row["short_of_protocol"] for row in rows):
+        notes.append("short: training ended by trainer.max_epochs, trainer.max_time or something else (or had no "
+                     "early stopping) before early stopping fired, so shorter than the paper's protocol; results "
+                     "without a recorded stopped_by count as short when their epochs reached max_epochs or a "
+                     "max_time was set")
     notes += [f"{path}: no results.json (failed or unfinished), left out" for path in unfinished_runs(dirs)]
     markdown = "\n\n".join([
         "# MADE: our test NLL against the paper",

@@ -1,27 +1,46 @@
-"""The Lightning DataModules (``conf/data/``): binarized MNIST and the UCI sets from release-format
-``.npz`` files, dynamically binarized MNIST, and a synthetic set whose distribution is known exactly.
+"""The Lightning DataModules (``conf/data/``): binarized MNIST, the UCI sets and one's own data from
+``.npz``/``.npy`` files, arrays already in memory, dynamically binarized MNIST, and a synthetic set whose
+distribution is known exactly.
 
 Example:
     >>> dm = NPZDataModule("dna", download=False)
     >>> dm.input_dim  # known before setup(), so the model can be built first
     180
+    >>> x = torch.randint(0, 2, (50, 6))
+    >>> dm = TensorDataModule.from_array(x, split=(0.6, 0.2, 0.2))
+    >>> dm.input_dim, len(dm.split("train")), len(dm.split("test"))
+    (6, 30, 10)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
 
 from made_exp.data.batches import GroupedBatches, TensorBatches
-from made_exp.data.files import SPLITS, DataError, cache_dir, dataset_info, load_npz_splits, resolve_dataset
+from made_exp.data.files import (
+    DATASETS,
+    DEFAULT_SPLIT,
+    SPLITS,
+    DataError,
+    cache_dir,
+    check_binary,
+    dataset_info,
+    load_npz_splits,
+    load_own_data,
+    resolve_dataset,
+    split_rows,
+)
 
-__all__ = ["BinarizedDataModule", "NPZDataModule", "MNISTDataModule", "SyntheticDataModule"]
+__all__ = ["BinarizedDataModule", "NPZDataModule", "TensorDataModule", "MNISTDataModule", "SyntheticDataModule"]
 
 # Independent of the run's seed, so every run is scored on the same bits of MNIST valid/test.
 _EVAL_BINARIZATION_SEED = 2015
@@ -38,7 +57,7 @@ class BinarizedDataModule(pl.LightningDataModule):
     dynamic_binarization = False
 
     def __init__(
-        self, input_dim: int, batch_size: int, eval_batch_size: int, seed: int, minibatches_per_step: int = 1
+        self, input_dim: int | None, batch_size: int, eval_batch_size: int, seed: int, minibatches_per_step: int = 1
     ) -> None:
         super().__init__()
         if minibatches_per_step < 1:
@@ -51,8 +70,8 @@ class BinarizedDataModule(pl.LightningDataModule):
 
     @property
     def input_dim(self) -> int:
-        """D, the number of binary variables per example."""
-        return self._input_dim
+        """D, the number of binary variables per example (read from the data when only the file says it)."""
+        return self._input_dim if self._input_dim is not None else self.split("train").shape[1]
 
     def _load(self) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -99,11 +118,18 @@ class BinarizedDataModule(pl.LightningDataModule):
 
 
 class NPZDataModule(BinarizedDataModule):
-    """One of the ``DATASETS`` (binarized MNIST or a UCI set) from its release-format ``.npz``."""
+    """A dataset from a release-format ``.npz``: one of the ``DATASETS`` by ``name`` (binarized MNIST or a
+    UCI set), or one's own file at ``path``.
+
+    ``path`` is a release-format ``.npz`` or one (N, D) 0/1 array (an ``.npy``, or an ``.npz`` holding one
+    array) cut into train/valid/test by the fractions ``split`` (``files.split_rows``). Its D and row counts
+    come from the file, unless ``name`` is given and is a paper set's, which the file must then match.
+    ``name`` defaults to the file's stem.
+    """
 
     def __init__(
         self,
-        name: str,
+        name: str | None = None,
         data_dir: str | Path | None = None,
         batch_size: int = 100,
         eval_batch_size: int = 2000,
@@ -111,13 +137,57 @@ class NPZDataModule(BinarizedDataModule):
         download: bool = True,
         url: str | None = None,
         minibatches_per_step: int = 1,
+        path: str | Path | None = None,
+        split: Sequence[float] | None = None,
     ) -> None:
-        info = dataset_info(name)
-        super().__init__(info.input_dim, batch_size, eval_batch_size, seed, minibatches_per_step)
+        if name is None and path is None:
+            raise DataError("give a dataset name (data.name) or a file of your own (data.path)")
+        info = dataset_info(name) if name is not None and (path is None or name in DATASETS) else None
+        super().__init__(info.input_dim if info else None, batch_size, eval_batch_size, seed, minibatches_per_step)
+        self.name = name if name is not None else Path(path).stem
         self.info, self.data_dir, self.download, self.url = info, data_dir, download, url
+        self.path = None if path is None else Path(path).expanduser()
+        self.fractions = None if split is None else tuple(split)
 
     def _load(self) -> dict[str, Tensor]:
+        if self.path is not None:
+            return load_own_data(self.path, self.fractions, self.info)
         return load_npz_splits(resolve_dataset(self.info.name, self.data_dir, self.download, self.url), self.info)
+
+
+class TensorDataModule(BinarizedDataModule):
+    """Data already in memory: (N, D) 0/1 arrays or tensors, one per split, validated like a file's.
+
+    ``TensorDataModule.from_array(x, split=(0.8, 0.1, 0.1))`` cuts one array as ``NPZDataModule`` cuts a file.
+    """
+
+    def __init__(
+        self,
+        train: Tensor | np.ndarray,
+        valid: Tensor | np.ndarray,
+        test: Tensor | np.ndarray,
+        batch_size: int = 100,
+        eval_batch_size: int = 2000,
+        seed: int = 0,
+        minibatches_per_step: int = 1,
+    ) -> None:
+        splits = {split: check_binary(data, f"{split} array") for split, data in zip(SPLITS, (train, valid, test),
+                                                                                     strict=True)}
+        widths = {split: data.shape[1] for split, data in splits.items()}
+        if len(set(widths.values())) != 1:
+            raise DataError(f"the splits have different numbers of columns: {widths}")
+        super().__init__(widths["train"], batch_size, eval_batch_size, seed, minibatches_per_step)
+        self._splits = splits
+
+    @classmethod
+    def from_array(
+        cls, data: Tensor | np.ndarray, split: Sequence[float] = DEFAULT_SPLIT, **kwargs
+    ) -> TensorDataModule:
+        """One (N, D) array shuffled with a fixed seed and cut into train/valid/test by ``split``."""
+        return cls(*split_rows(check_binary(data, "array"), split, "array").values(), **kwargs)
+
+    def _load(self) -> dict[str, Tensor]:
+        return self._splits
 
 
 class MNISTDataModule(BinarizedDataModule):

@@ -6,14 +6,15 @@ import pickle
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from made_exp.errors import RunDirError
+from made_exp.errors import RunDirError, UserError
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["build_module", "load_run", "find_checkpoint"]
+__all__ = ["build_datamodule", "build_module", "load_run", "find_checkpoint"]
 
 # Where the classes named by runs trained before the package was split into layers (0.1) live now.
 _MOVED_TARGETS = {
@@ -32,6 +33,17 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     if which == "best" and not path.is_file() and RunDir(run_dir).last_checkpoint.is_file():
         raise RunDirError(f"{path}: no such checkpoint (the run has checkpoints/last.ckpt: pass --checkpoint last)")
     return check_checkpoint(path)
+
+
+def build_datamodule(data: DictConfig):
+    """The DataModule ``data`` (the config's ``data`` node) describes; a UserError its constructor raises (an
+    unknown dataset name, no name and no path) comes out as itself, not wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(data)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def build_module(cfg: DictConfig, input_dim: int) -> MADEModule:
@@ -61,7 +73,7 @@ def load_run(
     OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
     if ensemble is not None:
         cfg.ensemble = ensemble
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule.input_dim)
     path = find_checkpoint(run_dir, checkpoint)
     try:

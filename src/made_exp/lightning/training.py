@@ -20,17 +20,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
-from made_exp.lightning.loading import build_module
+from made_exp.lightning.loading import build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.atomic import write_json_atomic
-from made_exp.runs.config import validate_config
+from made_exp.runs.config import absolute_data_paths, validate_config
 from made_exp.runs.images import save_sample_grid
 from made_exp.runs.results import git_commit, run_metadata
 from made_exp.runs.rundir import RunDir
@@ -80,9 +80,10 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     started, commit = time.perf_counter(), git_commit()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     output_dir = Path(cfg.paths.output_dir)
+    absolute_data_paths(cfg, RunDir(output_dir).config)
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
     quiet_lightning()
@@ -97,6 +98,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
         try:
             with _stopped_by_signals(output_dir):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+                stopped_by = _stopped_by(trainer)  # before test() reloads the callbacks' state from best.ckpt
                 checkpoint = _best_checkpoint(trainer)
                 best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
                 trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
@@ -104,6 +106,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 "metrics": {**_best_validation(checkpoint), **module.test_results},
                 "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
+                "stopped_by": stopped_by,
                 "best_checkpoint": best,
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
@@ -177,6 +180,20 @@ def _sample_grid(module: MADEModule, path: Path) -> Path | None:
 def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
     return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+
+
+def _stopped_by(trainer: pl.Trainer) -> str:
+    """What ended training: early_stopping (the paper's protocol), max_time, max_epochs or other (e.g. a step cap);
+    signals end the process instead (``_stopped_by_signals``)."""
+    early_stopping = trainer.early_stopping_callback
+    if early_stopping is not None and early_stopping.stopped_epoch > 0:
+        return "early_stopping"
+    timer = next((callback for callback in trainer.callbacks if isinstance(callback, Timer)), None)
+    if timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
+        return "max_time"
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    return "other"
 
 
 def _best_validation(checkpoint: ModelCheckpoint | None) -> dict[str, float]:

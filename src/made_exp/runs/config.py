@@ -35,9 +35,10 @@ from made_exp.core.choices import (
     WHOLE_BANK_OBJECTIVES,
 )
 from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
+from made_exp.runs.atomic import write_text_atomic
 
 __all__ = ["CONFIG_DIR", "MATMUL_PRECISIONS", "RANGES", "ConfigError", "register_configs", "validate_config",
-           "compose_ensemble", "exit_on_config_error"]
+           "absolute_data_paths", "compose_ensemble", "exit_on_config_error"]
 
 
 
@@ -160,10 +161,12 @@ class DataSchema:
 @dataclass
 class NPZDataSchema(DataSchema):
     _target_: str = "made_exp.data.datamodules.NPZDataModule"
-    name: str = "???"
+    name: str | None = None
     data_dir: str | None = None
     download: bool = True
     url: str | None = None
+    path: str | None = None
+    split: list[float] | None = None
 
 
 @dataclass
@@ -405,6 +408,46 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.hidden_sizes={list(hidden_sizes)} is not allowed; it must be a non-empty list of positive widths"
         )
+    _validate_own_data(cfg)
+
+
+def _validate_own_data(cfg: DictConfig) -> None:
+    """``data.split``: three fractions in (0, 1) summing to 1, and only for one's own file (``data.path``)."""
+    split = OmegaConf.select(cfg, "data.split", default=None)
+    if split is None:
+        return
+    if OmegaConf.select(cfg, "data.path", default=None) is None:
+        raise ConfigError(f"data.split={list(split)} is not allowed without data.path; it splits your own file")
+    if len(split) != 3 or not all(0 < fraction < 1 for fraction in split) or abs(sum(split) - 1) > 1e-6:
+        raise ConfigError(f"data.split={list(split)} is not allowed; it must be three fractions "
+                          "(train, valid, test), each in (0, 1), summing to 1")
+
+
+DATA_PATH_KEYS = ("data.path", "data.data_dir")
+
+
+def absolute_data_paths(cfg: DictConfig, saved_config: Path) -> None:
+    """Make the relative ``DATA_PATH_KEYS`` given as values (not interpolations) absolute, against the working
+    directory (made-train does not change it), in ``cfg`` and in the run's ``saved_config`` (``.hydra/config.yaml``),
+    so that made-eval and made-sample find the data from any directory."""
+    absolute = {}
+    for key in DATA_PATH_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None)
+        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            continue
+        value = node[leaf]
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            absolute[key] = str(Path(value).expanduser().absolute())
+    if not absolute:
+        return
+    saved = OmegaConf.load(saved_config) if saved_config.is_file() else None
+    for key, value in absolute.items():
+        OmegaConf.update(cfg, key, value)
+        if saved is not None:
+            OmegaConf.update(saved, key, value)
+    if saved is not None:
+        write_text_atomic(saved_config, OmegaConf.to_yaml(saved))
 
 
 def compose_ensemble(name: str, overrides: list[str]) -> DictConfig:

@@ -15,8 +15,11 @@ class ReportError(UserError, ValueError):
 
 
 def dataset_name(data: dict) -> str:
+    """``data.name``, else the stem of one's own ``data.path``, else the DataModule's class."""
     if data.get("name"):
         return str(data["name"])
+    if data.get("path"):
+        return Path(data["path"]).stem
     return str(data.get("_target_", "unknown")).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
 
 

@@ -8,6 +8,7 @@
         error.json                  why a sweep job failed
         eval_<strategy>.json        made-eval / made-compare under another ensemble strategy
         samples.png                 samples drawn after testing
+        samples_seed<S>_n<N>.png    made-sample's grids (it never overwrites a file unless told to)
         wandb_id.txt                the W&B run id, so a resumed run continues it
 
 Example:
@@ -15,6 +16,8 @@ Example:
     'logs/run/checkpoints/last.ckpt'
     >>> RunDir("logs/run").evaluation("poe").name
     'eval_poe.json'
+    >>> RunDir("logs/run").drawn_samples(seed=3, num_samples=16).name
+    'samples_seed3_n16.png'
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ class RunDir:
     @property
     def samples(self) -> Path:
         return self.path / "samples.png"
+
+    def drawn_samples(self, seed: int, num_samples: int) -> Path:
+        """Where made-sample writes ``num_samples`` samples drawn with ``seed``, beside the training's samples.png."""
+        return self.path / f"samples_seed{seed}_n{num_samples}.png"
 
     @property
     def wandb_id(self) -> Path:
