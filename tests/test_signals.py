@@ -101,3 +101,13 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     (tmp_path / ".resume.lock").write_text(dead.stdout.strip())
     lock_run(tmp_path)
     assert (tmp_path / ".resume.lock").read_text() == str(os.getpid())
+
+
+def test_a_key_repeated_on_the_command_line_counts_by_its_last_value(tmp_path):
+    """Hydra takes the last of ``trainer.max_epochs=2 trainer.max_epochs=4``; so does the resume check."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=2\n- trainer.max_epochs=4\n")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
+    given = ["trainer.max_epochs=2", "trainer.max_epochs=4", f"resume={tmp_path}"]
+    assert resume_arguments(given) == given

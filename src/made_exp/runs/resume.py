@@ -69,9 +69,9 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     last_checkpoint(run_dir, overwrite=_value(arguments, "overwrite") in ("true", "True"))
     resume = str(run_dir)
     saved = _saved_overrides(run_dir)
-    saved_by_key = {override_key(o): o for o in saved}
-    for argument in arguments:
-        key = override_key(argument)
+    saved_by_key = {override_key(o): o for o in saved}  # the last of a repeated key wins, as in Hydra
+    given_by_key = {override_key(a): a for a in arguments}
+    for key, argument in given_by_key.items():
         if key in saved_by_key and argument != saved_by_key[key]:
             raise ConfigError(f"resume={resume}: {argument} contradicts the run's own {saved_by_key[key]} "
                               "(leave it out: the run's overrides are used)")
