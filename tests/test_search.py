@@ -80,7 +80,7 @@ def test_search_space_refuses_a_sweep_it_cannot_search():
 def test_storage_defaults_to_sqlite_in_the_sweep_dir_and_takes_any_sqlalchemy_url():
     hydra_cfg = compose_train(["hydra/sweeper=optuna_tpe"]).hydra
     assert hydra_cfg.sweeper.storage == f"sqlite:///{hydra_cfg.sweep.dir}/optuna.db"
-    url = "postgresql+psycopg://made:secret@db.example.org/searches"
+    url = "postgresql+psycopg://made@db.example.org/searches"  # as in the README
     assert compose_train(["hydra/sweeper=optuna_tpe", f"hydra.sweeper.storage={url}"]).hydra.sweeper.storage == url
 
 
@@ -190,7 +190,8 @@ def test_search_keeps_its_study_in_the_sweep_dir_and_a_rerun_continues_it(tmp_pa
 
 @pytest.fixture
 def postgres_url(tmp_path):
-    """A PostgreSQL server (pgserver's self-contained binaries) in tmp_path, stopped and deleted after."""
+    """A PostgreSQL server (pgserver's self-contained binaries) in tmp_path, stopped and deleted after;
+    as root, pgserver runs it as a system user ``pgserver`` that it creates (PostgreSQL refuses root)."""
     pgserver = pytest.importorskip("pgserver", reason="pgserver is not installed (pip install -e '.[dev]')")
     pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[dev]')")
     try:
