@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -18,7 +19,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from conftest import compose_train
-from made_exp.search import open_study, run_search, search_space, write_best
+from made_exp.config import ConfigError
+from made_exp.search import _consecutive_runs, check_batches, open_study, run_search, search_space, write_best
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -73,7 +75,7 @@ def test_search_space_reads_the_configs_params_and_the_command_line():
 
 
 def test_search_space_refuses_a_sweep_it_cannot_search():
-    with pytest.raises(ValueError, match=r"data=glob\(\*\): cannot search over this"):
+    with pytest.raises(ConfigError, match=r"data=glob\(\*\): cannot search over this"):
         search_space({}, ["data=glob(*)"])
 
 
@@ -85,8 +87,20 @@ def test_storage_defaults_to_sqlite_in_the_sweep_dir_and_takes_any_sqlalchemy_ur
 
 
 def test_a_bad_storage_url_is_one_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"hydra.sweeper.storage='not a url' is not a SQLAlchemy URL"):
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.storage='not a url' is not a SQLAlchemy URL"):
         open_study("s", "not a url", "minimize", tpe, seed=0)
+
+
+def test_trial_counts_out_of_range_are_one_clear_error():
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.n_jobs=0: must be >= 1"):
+        check_batches(4, 0)
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.n_trials=-1: must be >= 0"):
+        check_batches(-1, 1)
+
+
+def test_a_batch_is_launched_in_runs_of_consecutive_trial_numbers():
+    trials = [SimpleNamespace(number=number) for number in (4, 5, 7, 8, 9, 12)]  # 6, 10, 11: another worker's
+    assert [[trial.number for trial in run] for run in _consecutive_runs(trials)] == [[4, 5], [7, 8, 9], [12]]
 
 
 def test_rerunning_a_search_continues_the_study_up_to_n_trials_in_all(tmp_path):

@@ -34,7 +34,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
-__all__ = ["search_space", "open_study", "sampler_seed", "run_search", "write_best"]
+from made_exp.config import ConfigError
+
+__all__ = ["search_space", "open_study", "sampler_seed", "check_batches", "run_search", "write_best"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def _distribution(override: Override) -> BaseDistribution:
     if isinstance(sweep, ChoiceSweep):
         # as override strings, so that lists ([500,500]) are choices too and launch as written
         return CategoricalDistribution(list(override.sweep_string_iterator()))
-    raise ValueError(f"{override.input_line}: cannot search over this; use choice, range or interval")
+    raise ConfigError(f"{override.input_line}: cannot search over this; use choice, range or interval")
 
 
 def open_study(study_name: str, storage: str, direction: str, sampler: Callable[..., optuna.samplers.BaseSampler],
@@ -79,7 +81,7 @@ def open_study(study_name: str, storage: str, direction: str, sampler: Callable[
     try:
         url = sqlalchemy.engine.make_url(storage)
     except sqlalchemy.exc.ArgumentError as error:
-        raise ValueError(f"hydra.sweeper.storage={storage!r} is not a SQLAlchemy URL ({error})") from None
+        raise ConfigError(f"hydra.sweeper.storage={storage!r} is not a SQLAlchemy URL ({error})") from None
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     rdb = _rdb_storage(storage)
@@ -123,6 +125,14 @@ def sampler_seed(seed: int | None, trials_before: int) -> int:
         log.info(f"sampler seed {seed}: hydra.sweeper.seed={seed} repeats this worker's proposals "
                  f"on a study of {trials_before} trials")
     return int(np.random.SeedSequence([seed, trials_before]).generate_state(1)[0])
+
+
+def check_batches(n_trials: int, n_jobs: int) -> None:
+    """Refuse ``n_trials`` < 0 or ``n_jobs`` < 1 before any study is opened."""
+    if n_trials < 0:
+        raise ConfigError(f"hydra.sweeper.n_trials={n_trials}: must be >= 0 (the study's total number of trials)")
+    if n_jobs < 1:
+        raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs}: must be >= 1 (trials asked per batch)")
 
 
 def run_search(study: optuna.Study, distributions: dict[str, BaseDistribution], fixed: list[str], n_trials: int,

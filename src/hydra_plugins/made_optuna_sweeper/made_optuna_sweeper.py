@@ -30,9 +30,12 @@ class MadeOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list:
         from made_exp import search
+        from made_exp.errors import exit_on_user_error
 
-        distributions, fixed = search.search_space(self.params, arguments)
-        study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
+        with exit_on_user_error("made-train"):  # bad search settings: one line, exit 2
+            search.check_batches(self.n_trials, self.n_jobs)
+            distributions, fixed = search.search_space(self.params, arguments)
+            study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
