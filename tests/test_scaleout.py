@@ -61,7 +61,7 @@ def test_optuna_sweeper_searches_lr_width_and_masks_with_a_seed_per_worker():
     sweeper = compose_train(["hydra/sweeper=optuna_tpe"]).hydra.sweeper
     assert sweeper._target_.startswith("hydra_plugins.") and sweeper.direction == "minimize"
     assert sweeper.sampler._target_.endswith("TPESampler") and sweeper.sampler._partial_
-    assert sweeper.seed is None  # each worker draws its own (made_exp.search.sampler_seed)
+    assert sweeper.seed is None  # each worker draws its own (made_exp.runs.search.sampler_seed)
     assert set(sweeper.params) == {"optimizer.lr", "model.hidden_sizes", "model.num_masks"}
 
 

@@ -1,4 +1,4 @@
-"""Optuna search (made_exp.search, hydra/sweeper=optuna_tpe): search space from Hydra override syntax,
+"""Optuna search (made_exp.runs.search, hydra/sweeper=optuna_tpe): search space from Hydra override syntax,
 study storage (SQLite by default, PostgreSQL), continuing a search, workers' sampler seeds, failed trials;
 end to end through made-train with SQLite and with two workers on a real PostgreSQL server."""
 
@@ -19,8 +19,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from conftest import compose_train
-from made_exp.config import ConfigError
-from made_exp.search import _consecutive_runs, check_batches, open_study, run_search, search_space, write_best
+from made_exp.runs.config import ConfigError
+from made_exp.runs.search import _consecutive_runs, check_batches, open_study, run_search, search_space, write_best
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")

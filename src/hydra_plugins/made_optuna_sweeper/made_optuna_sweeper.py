@@ -1,5 +1,5 @@
 """The Hydra Sweeper plugin: Hydra finds it by scanning ``hydra_plugins``, so this module imports
-only Hydra; Optuna is imported when a search starts (``made_exp.search``)."""
+only Hydra; Optuna is imported when a search starts (``made_exp.runs.search``)."""
 
 from __future__ import annotations
 
@@ -29,13 +29,12 @@ class MadeOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list:
-        from made_exp import search
-        from made_exp.errors import exit_on_user_error
+        from made_exp.runs import search
 
-        with exit_on_user_error("made-train"):  # bad search settings: one line, exit 2
-            search.check_batches(self.n_trials, self.n_jobs)
-            distributions, fixed = search.search_space(self.params, arguments)
-            study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
+        # bad settings raise ConfigError, which made-train reports in one line (exit 2)
+        search.check_batches(self.n_trials, self.n_jobs)
+        distributions, fixed = search.search_space(self.params, arguments)
+        study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

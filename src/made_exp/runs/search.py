@@ -34,7 +34,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
-from made_exp.config import ConfigError
+from made_exp.runs.config import ConfigError
 
 __all__ = ["search_space", "open_study", "sampler_seed", "check_batches", "run_search", "write_best"]
 
