@@ -14,7 +14,9 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import yaml
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -55,6 +57,11 @@ class FakeLauncher:
             value = math.nan if num in self.nan_jobs else (math.log10(lr) + 2.5) ** 2
             returns.append(JobReturn(overrides=job, status=JobStatus.COMPLETED, _return_value=value))
         return returns
+
+
+def test_hydra_discovers_the_sweeper_the_config_names():
+    target = compose_train(["hydra/sweeper=optuna_tpe"]).hydra.sweeper._target_
+    assert target in {f"{cls.__module__}.{cls.__name__}" for cls in Plugins.instance().discover(Sweeper)}
 
 
 def test_search_space_reads_the_configs_params_and_the_command_line():
