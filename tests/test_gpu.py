@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from conftest import random_made
+from made_exp.core.ais import poe_log_z_ais
 from made_exp.core.ensemble import Mixture
+from made_exp.core.normaliser import poe_log_z_exact
+from made_exp.core.objectives import poe_loss
 from made_exp.core.sampling import sample_incremental, sample_naive
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -45,6 +48,28 @@ def test_mixture_matches_the_cpu():
         mixture.prepare(model)
         scores.append(mixture.log_prob(model, data)["log_prob"].cpu())
     torch.testing.assert_close(scores[0], scores[1], atol=1e-9, rtol=0)
+
+
+def test_poe_training_gradient_matches_the_cpu():
+    cpu, gpu = random_made(7, num_masks=3), random_made(7, num_masks=3).cuda()
+    x = torch.bernoulli(torch.full((32, 7), 0.5, dtype=torch.float64))
+    grads = []
+    for model, data in ((gpu, x.cuda()), (cpu, x)):
+        model.zero_grad()
+        loss, _ = poe_loss(model, data, [model.mask(k) for k in range(3)], log_z="exact")
+        loss.backward()
+        grads.append([p.grad.cpu() for p in model.parameters()])
+    for mine, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(mine, reference, atol=1e-9, rtol=1e-9)
+
+
+def test_ais_on_the_gpu_agrees_with_enumeration():
+    model = random_made(8, num_masks=4).cuda()
+    masks = [model.mask(k) for k in range(4)]
+    exact = poe_log_z_exact(model, masks)
+    result = poe_log_z_ais(model, masks, num_chains=500, num_temperatures=50,
+                           generator=torch.Generator().manual_seed(0))
+    assert abs(result.log_z - exact) < 4 * result.log_z_stderr + 1e-3
 
 
 @pytest.mark.slow
