@@ -242,3 +242,10 @@ def test_the_wandb_summary_holds_the_best_validation_not_the_last():
     logger._experiment = SimpleNamespace(summary={"val/nll": 9.0})  # what W&B keeps: the last epoch's
     record_best_validation([logger], {"val/best_nll": 7.5})
     assert logger._experiment.summary == {"val/nll": 7.5, "val/best_nll": 7.5}
+
+
+@pytest.mark.slow
+def test_a_bank_too_large_for_memory_is_refused_before_any_work(tmp_path):
+    result = cli("made-train", ["data=synthetic", "model.num_masks=1000000000", *TINY], tmp_path)
+    assert_one_line_error(result, "model.num_masks=1000000000", "GiB")
+    assert run_dirs(tmp_path) == []

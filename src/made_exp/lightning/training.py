@@ -30,7 +30,7 @@ from made_exp.lightning.loading import build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.atomic import write_json_atomic
-from made_exp.runs.config import absolute_data_paths, validate_config
+from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.images import save_sample_grid
 from made_exp.runs.results import git_commit, run_metadata
 from made_exp.runs.rundir import RunDir
@@ -84,6 +84,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg.data)
+    check_mask_bank_memory(cfg.model, datamodule.input_dim)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
     quiet_lightning()
