@@ -37,12 +37,14 @@ OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v i
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    validate_config(cfg)  # before torch and Lightning load: a bad value is refused at once
-    from made_exp.lightning.training import train  # torch and Lightning: only once there is a run to train
-
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return run_job(train, cfg)  # a failed job is recorded and the sweep goes on
+        from made_exp.lightning.training import train  # torch and Lightning: only once there is a run to train
+
+        return run_job(train, cfg)  # a failed job (a bad value too) is recorded and the sweep goes on
     try:
+        validate_config(cfg)  # before torch and Lightning load: a bad value is refused at once
+        from made_exp.lightning.training import train
+
         resume_from = last_checkpoint(Path(cfg.resume), cfg.overwrite) if cfg.resume else None
         metrics = train(cfg, resume_from=resume_from)["metrics"]
     except UserError:
