@@ -12,7 +12,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import compose_train
-from made_exp.cli.compare import STRATEGIES, compare, main
+from made_exp.cli.compare import METRICS, STRATEGIES, compare, main, summarise, training_label
 from made_exp.runs.config import validate_config
 
 BIN = Path(sys.executable).parent
@@ -92,3 +92,12 @@ def test_missing_or_empty_dir_is_one_line_and_exit_2(tmp_path, capsys, make_dir)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("made-compare: error:") and str(target) in error and "\n" not in error
+
+
+def test_runs_trained_differently_are_kept_apart():
+    assert training_label({"masks": {"schedule": "cycle", "objective": "nll"}}) == "bank, Jensen"
+    assert training_label({"masks": {"schedule": "fresh", "objective": "nll"}}) == "fresh masks, Jensen"
+    assert training_label({"masks": {"schedule": "cycle", "objective": "poe"}}) == "PoE objective"
+    rows = [{"dataset": "dna", "training": training, "num_masks": 4, "strategy": "mixture",
+             **{field: 80.0 for field in METRICS}} for training in ("bank, Jensen", "PoE objective")]
+    assert len(summarise(rows)) == 2

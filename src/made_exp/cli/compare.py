@@ -23,7 +23,7 @@ from pathlib import Path
 
 from made_exp.errors import UserError, exit_on_user_error
 from made_exp.runs.atomic import csv_text, write_json_atomic, write_text_atomic
-from made_exp.runs.figures import save_figure, subplots
+from made_exp.runs.figures import legend_below, save_figure, subplots
 from made_exp.runs.records import dataset_name, results_files
 from made_exp.runs.rundir import RunDir
 
@@ -39,8 +39,9 @@ STRATEGIES = {
     "logit_average": "logit average (unnormalised)",
     "best_single": "best single mask",
 }
-CSV_FIELDS = ["dataset", "num_masks", "seed", "strategy", "test_nll", "unnormalised_nll", "log_z", "log_z_stderr",
-              "effective_num_masks", "single_mask_nll_mean", "log_total_mass", "eval_wall_time_s", "run_dir"]
+CSV_FIELDS = ["dataset", "training", "num_masks", "seed", "strategy", "test_nll", "unnormalised_nll", "log_z",
+              "log_z_stderr", "effective_num_masks", "single_mask_nll_mean", "log_total_mass", "eval_wall_time_s",
+              "run_dir"]
 # results.csv field <- eval_<strategy>.json metric
 METRICS = {
     "test_nll": "test/nll",
@@ -87,6 +88,17 @@ def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]]) -> None:
             write_json_atomic(path, evaluate(run_dir, strategy, overrides.get(strategy, [])))
 
 
+def training_label(config: dict) -> str:
+    """How a run's masks were trained: the schedule and the objective (``conf/masks/``)."""
+    masks = config.get("masks", {})
+    schedule, objective = masks.get("schedule", "cycle"), masks.get("objective", "nll")
+    labels = {"poe": "PoE objective", "learned_mixture": "learned-mixture objective",
+              "mixture": f"mixture objective (S = {masks.get('samples_per_step')})"}
+    if objective in labels:
+        return labels[objective]
+    return "bank, Jensen" if schedule == "cycle" else "fresh masks, Jensen"
+
+
 def collect(runs: list[Path]) -> list[dict]:
     """One row (``CSV_FIELDS``) per run and strategy, read from the runs' ``eval_<strategy>.json``."""
     rows = []
@@ -97,6 +109,7 @@ def collect(runs: list[Path]) -> list[dict]:
             metrics = evaluation["metrics"]
             rows.append({
                 "dataset": dataset_name(config.get("data", {})),
+                "training": training_label(config),
                 "num_masks": int(config["model"]["num_masks"]),
                 "seed": config.get("seed"),
                 "strategy": strategy,
@@ -107,11 +120,11 @@ def collect(runs: list[Path]) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> dict[tuple[str, int], dict[str, list[float]]]:
-    """(dataset, K) -> ``"<strategy>/<field>"`` -> the values over seeds."""
-    table: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def summarise(rows: list[dict]) -> dict[tuple[str, str, int], dict[str, list[float]]]:
+    """(dataset, training, K) -> ``"<strategy>/<field>"`` -> the values over seeds."""
+    table: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        cell = table[row["dataset"], row["num_masks"]]
+        cell = table[row["dataset"], row["training"], row["num_masks"]]
         for field in METRICS:
             if row[field] is not None:
                 cell[f"{row['strategy']}/{field}"].append(row[field])
@@ -126,16 +139,17 @@ def _mean(values: list[float] | None, digits: int = 2, spread: bool = True) -> s
     return text + (f" ± {statistics.stdev(values):.{digits}f}" if spread and len(values) > 1 else "")
 
 
-def markdown_table(summary: dict[tuple[str, int], dict[str, list[float]]]) -> str:
-    """Test NLL in nats per (dataset, K) and strategy; logit averaging in its own, unnormalised, column."""
-    header = ("| dataset | K | seeds | mean single mask | mixture | learned mixture | eff. masks | best single mask "
-              "| product of experts | PoE unnormalised | PoE log Z ± stderr | logit average (unnormalised) |")
-    lines = [header, "|---|" + "---:|" * 11]
-    for (dataset, num_masks), cell in summary.items():
+def markdown_table(summary: dict[tuple[str, str, int], dict[str, list[float]]]) -> str:
+    """Test NLL in nats per (dataset, training, K) and strategy; logit averaging in its own, unnormalised, column."""
+    header = ("| dataset | training | K | seeds | mean single mask | mixture | learned mixture | eff. masks "
+              "| best single mask | product of experts | PoE unnormalised | PoE log Z ± stderr "
+              "| logit average (unnormalised) |")
+    lines = [header, "|---|---|" + "---:|" * 11]
+    for (dataset, training, num_masks), cell in summary.items():
         log_z, stderr = cell.get("poe/log_z"), cell.get("poe/log_z_stderr")
         log_z_text = "—" if not log_z else f"{statistics.fmean(log_z):.3f} ± {statistics.fmean(stderr):.3f}"
         lines.append("| " + " | ".join([
-            dataset, str(num_masks), str(len(cell.get("mixture/test_nll", []))),
+            dataset, training, str(num_masks), str(len(cell.get("mixture/test_nll", []))),
             _mean(cell.get("mixture/single_mask_nll_mean")),
             _mean(cell.get("mixture/test_nll")),
             _mean(cell.get("learned_mixture/test_nll")),
@@ -160,21 +174,23 @@ PLOTTED = {
 }
 
 
-def plot_nll_vs_k(summary: dict[tuple[str, int], dict[str, list[float]]], path: Path) -> None:
-    """Test NLL (mean over seeds) against K for each strategy, one panel per dataset."""
-    datasets = sorted({dataset for dataset, _ in summary})
-    figure, axes = subplots(len(datasets))
-    for ax, dataset in zip(axes, datasets, strict=True):
-        ks = sorted(k for d, k in summary if d == dataset)
+def plot_nll_vs_k(summary: dict[tuple[str, str, int], dict[str, list[float]]], path: Path) -> None:
+    """Test NLL (mean ± std over seeds) against K for each strategy, one panel per dataset and training."""
+    panels = sorted({(dataset, training) for dataset, training, _ in summary})
+    figure, axes = subplots(len(panels))
+    for ax, (dataset, training) in zip(axes, panels, strict=True):
+        ks = sorted(k for d, t, k in summary if (d, t) == (dataset, training))
         for label, (key, style) in PLOTTED.items():
-            points = [(k, statistics.fmean(summary[dataset, k][key])) for k in ks if summary[dataset, k].get(key)]
+            cells = [(k, summary[dataset, training, k].get(key)) for k in ks]
+            points = [(k, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in cells if v]
             if points:
-                ax.plot(*zip(*points, strict=True), marker="o", label=label, **style)
+                xs, means, stds = zip(*points, strict=True)
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set(title=dataset, xlabel="K (masks in the bank)", ylabel="test NLL (nats)")
+        ax.set(title=f"{dataset}: {training}", xlabel="K (masks in the bank)", ylabel="test NLL (nats)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    legend_below(axes[0], fontsize="small")
     figure.tight_layout()
     save_figure(figure, path)
 
