@@ -8,6 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from made_exp.lightning.loading import load_run
+from made_exp.lightning.logs import quiet_lightning
 from made_exp.runs.config import compose_ensemble
 from made_exp.runs.results import git_commit, run_metadata
 
@@ -20,6 +21,7 @@ def evaluate(
     """Test metrics of the run's ``checkpoint`` (best, last or a path) under ``ensemble`` (a conf/ensemble/ name,
     with ``KEY=VALUE`` ``overrides`` of its keys): what made-eval writes to ``eval_<ensemble>.json``."""
     started, commit = time.perf_counter(), git_commit()
+    quiet_lightning()
     cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
