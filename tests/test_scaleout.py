@@ -252,3 +252,16 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     assert got["metrics"] == pytest.approx(expected["metrics"], rel=1e-9)
     # the resumed run continues the W&B run it started: two offline segments, one run id
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("launcher", ["parallel", "local_queue"])
+def test_each_parallel_job_runs_torch_with_its_share_of_the_cores(tmp_path, launcher):
+    """joblib: cores // n_jobs; submitit local: cpus_per_task (1); not every core for every job."""
+    result = made_train(["-m", f"hydra/launcher={launcher}", *TINY, "trainer.max_epochs=1", "seed=0,1"], tmp_path,
+                        env={"OMP_NUM_THREADS": None})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    share = 1 if launcher == "local_queue" else max((os.cpu_count() or 1) // 2, 1)
+    for job in job_dirs(sweep_dir(tmp_path)):
+        assert json.loads((job / "results.json").read_text())["hardware"]["torch_threads"] == share

@@ -29,3 +29,9 @@ def test_set_job_threads_sets_torchs_intra_op_threads(monkeypatch):
         assert set_job_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_submitit_local_jobs_take_their_cpus_per_task():
+    assert job_threads({}, cpu_count=16, launcher_cpus=2) == 2
+    assert job_threads({"SLURM_CPUS_PER_TASK": "4"}, cpu_count=16, launcher_cpus=2) == 4
+    assert job_threads({}, cpu_count=16) is None
