@@ -249,3 +249,16 @@ def test_a_bank_too_large_for_memory_is_refused_before_any_work(tmp_path):
     result = cli("made-train", ["data=synthetic", "model.num_masks=1000000000", *TINY], tmp_path)
     assert_one_line_error(result, "model.num_masks=1000000000", "GiB")
     assert run_dirs(tmp_path) == []
+
+
+def test_the_commit_is_read_once_per_process_as_the_code_is(monkeypatch):
+    """A sweep's jobs run the code its process loaded: a checkout that moves on later is not credited."""
+    from made_exp.runs import provenance
+
+    provenance.git_commit.cache_clear()
+    first = provenance.git_commit()
+    monkeypatch.setattr(provenance.subprocess, "run", lambda *args, **kwargs: (_ for _ in ()).throw(OSError()))
+    assert provenance.git_commit() == first  # git is not asked again
+    provenance.git_commit.cache_clear()
+    assert provenance.git_commit() == "unknown"  # asked again, it would have answered something else
+    provenance.git_commit.cache_clear()

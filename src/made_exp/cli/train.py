@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import UserError
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.resume import last_checkpoint, lock_run, resume_arguments, resumed_run
 from made_exp.runs.sweep import run_job
@@ -63,6 +64,7 @@ def _remove_if_unused(run_dir: Path) -> None:
 def main() -> None:
     register_configs()
     os.environ.setdefault("WANDB_MODE", "offline")
+    git_commit()  # the code this process loads now is what every job of it runs
     with exit_on_config_error("made-train"):
         sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
         run_dir = resumed_run(sys.argv[1:])

@@ -10,7 +10,8 @@ import pytorch_lightning as pl
 from made_exp.lightning.loading import load_run
 from made_exp.lightning.logs import quiet_lightning
 from made_exp.runs.config import compose_ensemble
-from made_exp.runs.results import git_commit, run_metadata
+from made_exp.runs.provenance import git_commit
+from made_exp.runs.results import run_metadata
 
 __all__ = ["evaluate"]
 

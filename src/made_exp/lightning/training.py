@@ -32,7 +32,8 @@ from made_exp.lightning.module import MADEModule
 from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.images import save_sample_grid
-from made_exp.runs.results import git_commit, run_metadata
+from made_exp.runs.provenance import git_commit
+from made_exp.runs.results import run_metadata
 from made_exp.runs.rundir import RunDir
 from made_exp.runs.threads import set_job_threads
 

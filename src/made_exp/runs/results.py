@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from made_exp import __version__
+from made_exp.runs.provenance import package_version
 
-__all__ = ["run_metadata", "git_commit", "package_version", "hardware"]
-
-
-def git_commit() -> str:
-    """The commit of the code that ran (with ``+dirty`` for uncommitted changes), or ``unknown`` when the
-    package does not run from a made_exp checkout (an installed wheel, even inside another git repo)."""
-    package = Path(__file__).resolve().parents[1]
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=package, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        if (Path(top) / "src" / "made_exp").resolve() != package:
-            return "unknown"
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=package,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
-def package_version() -> str:
-    """The installed made_exp version (what a wheel records where there is no git checkout)."""
-    try:
-        return importlib.metadata.version("made_exp")
-    except importlib.metadata.PackageNotFoundError:
-        return __version__
+__all__ = ["run_metadata", "hardware"]
 
 
 def _cpu_name() -> str:
