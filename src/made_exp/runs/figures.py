@@ -26,7 +26,7 @@ def legend_below(ax, **kwargs) -> None:
     """The legend of ``ax`` under its x label, entries wrapped, so it covers neither the data nor the axis labels."""
     handles, labels = ax.get_legend_handles_labels()
     wrapped = [textwrap.fill(label, _LEGEND_WIDTH) for label in labels]
-    ax.legend(handles, wrapped, loc="upper center", bbox_to_anchor=(0.5, -0.18), **kwargs)
+    ax.legend(handles, wrapped, loc="upper center", bbox_to_anchor=(0.5, -0.25), **kwargs)
 
 
 def subplots(count: int):
