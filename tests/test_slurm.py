@@ -8,9 +8,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from optuna.trial import TrialState
 
 from made_exp.lightning.loading import load_run
 from slurm_cluster import ClusterUnavailable, SlurmCluster, start, stop
@@ -161,3 +163,21 @@ def test_cancelled_job_is_incomplete_and_a_rerun_continues_it(slurm_cluster, tmp
     assert rerun.returncode == 0, output(rerun)
     assert fit_starts(job) == [0, 1]  # continued from last.ckpt of epoch 0
     assert json.loads((sweep_path / "sweep_summary.json").read_text())["finished"] == 1
+
+
+@pytest.mark.slow
+@needs_data
+def test_optuna_trials_run_as_slurm_jobs_of_one_study_none_proposed_twice(slurm_cluster, tmp_path):
+    """The search asks a batch of 2 trials at a time and submits each batch as a SLURM array; the study lives
+    in the sweep dir's SQLite."""
+    search = ["hydra/sweeper=optuna_tpe", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "data=dna",
+              "model.hidden_sizes=[16]", "model.num_masks=1", "trainer.max_epochs=1", "module.num_samples=0",
+              "~callbacks.rich_progress_bar"]
+    result = on_slurm(slurm_cluster, search, tmp_path)
+    assert result.returncode == 0, output(result)
+    sweep = sweep_dir(tmp_path)
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [(trial.number, trial.state) for trial in study.trials] == [(n, TrialState.COMPLETE) for n in range(4)]
+    lrs = [trial.params["optimizer.lr"] for trial in study.trials]
+    assert len(set(lrs)) == 4
+    assert len(list((sweep / ".submitit").glob("*_[01]"))) == 4  # two arrays of two tasks
