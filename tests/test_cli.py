@@ -33,6 +33,7 @@ def dna_run(tmp_path_factory) -> Path:
     result = run([str(BIN / "made-train"), "data=dna", "masks=cycle", "model.num_masks=4",
                   "model.hidden_sizes=[64]", "trainer.max_epochs=4", "seed=1"], log_dir)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "anonymous setting" not in result.stderr and "Tip:" not in result.stderr  # a normal run is quiet
     return only_run_dir(log_dir)
 
 

@@ -24,7 +24,6 @@ from made_exp.core.objectives import MixtureWeights, learned_mixture_loss, poe_l
 __all__ = ["MaskSchedule"]
 
 
-
 class MaskSchedule:
     """Training-time mask choice.
 

@@ -43,10 +43,16 @@ log = logging.getLogger("made_exp")
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
-    return [
-        instantiate(node, **(_wandb_run(output_dir) if node._target_.endswith("WandbLogger") else {}))
-        for node in (cfg.get("logger") or {}).values()
-    ]
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        wandb = node._target_.endswith("WandbLogger")
+        logger = instantiate(node, **(_wandb_run(output_dir) if wandb else {}))
+        if wandb:
+            # Lightning passes anonymous=None to wandb.init, which then warns in every run that the setting has
+            # no effect; leaving the key out is the same run without the warning
+            logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
+    return loggers
 
 
 def _wandb_run(output_dir: Path) -> dict:
