@@ -147,3 +147,12 @@ def test_a_truncated_checkpoint_is_one_line_naming_it_and_best_never_silently_be
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((broken / "eval_mixture.json").read_text())["checkpoint"] == str(broken / "checkpoints" /
                                                                                        "last.ckpt")
+
+
+def test_help_lists_every_config_group_and_its_options_but_no_internal_schema(tmp_path):
+    result = run([str(BIN / "made-train"), "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "  masks: " in result.stdout and "poe_objective" in result.stdout and "  data: " in result.stdout
+    assert "  schema:" not in result.stdout  # the typed schemas are internal
+    composed = run([str(BIN / "made-train"), "--cfg", "job", "data=dna"], tmp_path)
+    assert composed.returncode == 0 and "name: dna" in composed.stdout

@@ -6,8 +6,9 @@ Usage:
     made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.runs.sweep)
     made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
 
-Only Hydra and the config schema are imported before the config is composed, so ``made-train --help`` and a
-bad override answer without loading torch or Lightning (``made-bench`` times it).
+Only Hydra and the config schema are imported before the config is composed, so a bad override answers
+without loading torch or Lightning, and ``made-train --help`` reads the conf/ folders alone (``made-bench``
+times both --help).
 """
 
 from __future__ import annotations
@@ -61,7 +62,26 @@ def _remove_if_unused(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+def usage() -> str:
+    """``made-train --help``: how to call it and every config group's options, read from the conf/ folders.
+
+    Hydra's own help also prints the composed config, and spends a second listing the groups from its config
+    store; ``made-train --cfg job`` prints the config, ``made-train --hydra-help`` Hydra's options.
+    """
+    conf = Path(CONFIG_DIR)
+    groups = sorted(path for path in conf.iterdir() if path.is_dir() and path.name != "hydra")
+    lines = [(__doc__ or "").strip(), "", "Config groups (group=option; any key can be overridden: model.num_masks=8):"]
+    for group in groups:
+        lines.append(f"  {group.name}: {', '.join(sorted(option.stem for option in group.glob('*.yaml')))}")
+    lines += ["", "made-train --cfg job [overrides]   the composed config", "made-train --hydra-help           "
+              "Hydra's options (launchers: hydra/launcher=..., sweepers: hydra/sweeper=...)"]
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        print(usage())
+        return
     register_configs()
     os.environ.setdefault("WANDB_MODE", "offline")
     git_commit()  # the code this process loads now is what every job of it runs
