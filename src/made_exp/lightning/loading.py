@@ -5,16 +5,18 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from made_exp.errors import RunDirError, UserError
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["build_datamodule", "build_module", "load_run", "find_checkpoint"]
+__all__ = ["best_checkpoint", "build_datamodule", "build_module", "load_run", "find_checkpoint"]
 
 # Where the classes named by runs trained before the package was split into layers (0.1) live now.
 _MOVED_TARGETS = {
@@ -33,6 +35,11 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     if which == "best" and not path.is_file() and RunDir(run_dir).last_checkpoint.is_file():
         raise RunDirError(f"{path}: no such checkpoint (the run has checkpoints/last.ckpt: pass --checkpoint last)")
     return check_checkpoint(path)
+
+
+def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
+    return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
 
 
 def build_datamodule(data: DictConfig):

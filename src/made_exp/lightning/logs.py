@@ -14,7 +14,8 @@ import warnings
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.warnings import disable_possible_user_warnings
-from pytorch_lightning.callbacks import EarlyStopping
+
+from made_exp.lightning.loading import best_checkpoint
 
 __all__ = ["EpochLog", "quiet_lightning", "on_a_terminal"]
 
@@ -64,7 +65,7 @@ class EpochLog(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
             self._log_epoch(trainer, trainer.current_epoch)
-        stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        stopper = trainer.early_stopping_callback
         if trainer.is_global_zero and stopper is not None and stopper.stopped_epoch > 0:
             log.info(f"early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} did not improve "
                      f"for {stopper.patience} validations (best {float(stopper.best_score):.4f})")
@@ -78,8 +79,8 @@ class EpochLog(pl.Callback):
         for name in ("train", "val"):
             if f"{name}/nll" in metrics:
                 parts.append(f"{name} {float(metrics[f'{name}/nll']):.4f}")
-        best = next((c.best_model_score for c in trainer.checkpoint_callbacks if c.monitor), None)
-        if best is not None:
-            parts.append(f"(best val {float(best):.4f})")
+        checkpoint = best_checkpoint(trainer)
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            parts.append(f"(best val {float(checkpoint.best_model_score):.4f})")
         parts.append(f"{time.perf_counter() - self._started:.1f} s")
         log.info("  ".join(parts))

@@ -26,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
-from made_exp.lightning.loading import build_datamodule, build_module
+from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.atomic import write_json_atomic
@@ -107,7 +107,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             with _stopped_by_signals(output_dir):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
                 stopped_by = _stopped_by(trainer)  # before test() reloads the callbacks' state from best.ckpt
-                checkpoint = _best_checkpoint(trainer)
+                checkpoint = best_checkpoint(trainer)
                 best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
                 trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             results = {
@@ -183,11 +183,6 @@ def _sample_grid(module: MADEModule, path: Path) -> Path | None:
     masks = getattr(module.ensemble, "masks", None) or [module.model.mask(0)]
     samples = sample_mixture(module.model, masks, module.num_samples, torch.Generator().manual_seed(0))
     return save_sample_grid(samples, path)
-
-
-def _best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The checkpoint callback that keeps the best val score, best.ckpt (the one for last.ckpt monitors nothing)."""
-    return next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
 
 
 def _stopped_by(trainer: pl.Trainer) -> str:

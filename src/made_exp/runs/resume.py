@@ -80,7 +80,7 @@ def resume_arguments(arguments: list[str]) -> list[str]:
 
 def lock_run(run_dir: Path) -> None:
     """Hold ``<run dir>/.resume.lock`` until this process exits; ConfigError if a live process holds it."""
-    lock = Path(run_dir) / ".resume.lock"
+    lock = RunDir(run_dir).resume_lock
     for _ in range(2):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -10,6 +10,7 @@
         samples.png                 samples drawn after testing
         samples_seed<S>_n<N>.png    made-sample's grids (it never overwrites a file unless told to)
         wandb_id.txt                the W&B run id, so a resumed run continues it
+        .resume.lock                the pid of the made-train resuming the run, while it runs
 
 Example:
     >>> RunDir("logs/run").last_checkpoint.as_posix()
@@ -23,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from made_exp.errors import RunDirError
@@ -33,14 +33,11 @@ __all__ = ["RunDir", "RESULTS", "check_checkpoint"]
 RESULTS = "results.json"
 
 
-@dataclass(frozen=True)
 class RunDir:
     """Paths of the files in one run directory (none of them need exist)."""
 
-    path: Path
-
     def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
+        self.path = Path(path)
 
     @property
     def config(self) -> Path:
@@ -65,6 +62,10 @@ class RunDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"
+
+    @property
+    def resume_lock(self) -> Path:
+        return self.path / ".resume.lock"
 
     @property
     def results(self) -> Path:
