@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["UserError", "RunDirError", "DivergenceError", "exit_on_user_error"]
+__all__ = ["STOPPED_BY_SIGTERM", "STOPPED_BY_SIGINT", "UserError", "RunDirError", "DivergenceError",
+           "exit_on_user_error"]
+
+
+# made-train's exit statuses when a signal stops it (the shell's 128 + signal number): never 0, so a scheduler
+# does not read a stopped run as a finished one
+STOPPED_BY_SIGTERM = 128 + signal.SIGTERM
+STOPPED_BY_SIGINT = 128 + signal.SIGINT
 
 
 class UserError(Exception):

@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
+from made_exp.errors import STOPPED_BY_SIGINT, STOPPED_BY_SIGTERM
 from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
@@ -149,7 +150,7 @@ def _stopped_by_signals(output_dir: Path) -> Iterator[None]:
                  if last.is_file() else "no epoch finished, so there is nothing to resume")
         if rank_zero_only.rank == 0:
             print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}", file=sys.stderr)
-        raise SystemExit(143 if sigterm else 130) from None
+        raise SystemExit(STOPPED_BY_SIGTERM if sigterm else STOPPED_BY_SIGINT) from None
 
 
 @contextlib.contextmanager

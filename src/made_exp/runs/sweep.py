@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from made_exp.errors import STOPPED_BY_SIGTERM
 from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.rundir import RunDir
@@ -51,7 +51,7 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     try:
         metrics = train(cfg, resume_from=last if last.is_file() else None)["metrics"]
     except SystemExit as stop:  # made-train's exit on a signal (lightning.training._stopped_by_signals)
-        if stop.code != 128 + signal.SIGTERM:
+        if stop.code != STOPPED_BY_SIGTERM:
             raise  # Ctrl-C (130) stops the sweep; so does submitit's exit after requeueing the job
         # scancel: stopped, not failed
         log.warning(f"{output_dir.name} stopped by SIGTERM; rerunning the sweep continues it from {last}")
