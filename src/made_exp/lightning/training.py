@@ -38,7 +38,7 @@ from made_exp.runs.results import run_metadata
 from made_exp.runs.rundir import RunDir
 from made_exp.runs.threads import set_job_threads
 
-__all__ = ["train", "build_loggers", "build_callbacks", "record_best_validation"]
+__all__ = ["train", "build_loggers", "build_callbacks", "write_results", "record_best_validation"]
 
 log = logging.getLogger("made_exp")
 
@@ -120,17 +120,23 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
             if trainer.is_global_zero:
-                samples = _sample_grid(module, RunDir(output_dir).samples)
-                if samples is not None:
-                    for logger in loggers:
-                        if hasattr(logger, "log_image"):
-                            logger.log_image(key="samples", images=[str(samples)])
-                write_json_atomic(RunDir(output_dir).results, results)
-                record_best_validation(loggers, results["metrics"])
-                _log_summary(results, output_dir)
+                write_results(results, module, loggers, output_dir)
             return results
         finally:
             _finish_wandb()
+
+
+def write_results(results: dict, module: MADEModule, loggers: list, output_dir: Path) -> None:
+    """A finished run's outputs: the sample grid (also to the loggers that take images), ``results.json``, the
+    best validation NLL in W&B's summary, and the test results in the log."""
+    samples = _sample_grid(module, RunDir(output_dir).samples)
+    if samples is not None:
+        for logger in loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="samples", images=[str(samples)])
+    write_json_atomic(RunDir(output_dir).results, results)
+    record_best_validation(loggers, results["metrics"])
+    _log_summary(results, output_dir)
 
 
 @contextlib.contextmanager

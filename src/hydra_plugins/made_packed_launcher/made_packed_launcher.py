@@ -1,0 +1,27 @@
+"""The Hydra Launcher plugin: Hydra finds it by scanning ``hydra_plugins``, so this module imports only Hydra;
+torch and Lightning load when a sweep launches (``made_exp.lightning.packed_launch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class PackedLauncher(Launcher):
+    """Trains the jobs of a sweep that share tensor shapes as one batched model, at most ``max_pack`` at a time."""
+
+    def __init__(self, max_pack: int = 64) -> None:
+        self.max_pack = max_pack
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from made_exp.lightning.packed_launch import launch
+
+        return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
+                      self.max_pack)
