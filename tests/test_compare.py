@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import compose_train
-from made_exp.cli.compare import METRICS, STRATEGIES, compare, main, summarise, training_label
+from made_exp.cli.compare import METRICS, STRATEGIES, compare, main, parse_overrides, summarise, training_label
 from made_exp.runs.config import validate_config
 
 BIN = Path(sys.executable).parent
@@ -80,6 +81,41 @@ def test_compare_reuses_existing_evaluations(compared, tmp_path):
     compare(sweep, tmp_path)
     assert [p.stat().st_mtime_ns for p in evaluations] == before
     assert (tmp_path / "report.md").is_file() and (tmp_path / "results.csv").is_file()
+
+
+def test_compare_scores_poe_by_ais_beside_the_default_without_reusing_either(compared, tmp_path):
+    sweep, out, _ = compared
+    runs = tmp_path / "sweep"
+    shutil.copytree(sweep, runs)
+    defaults = {p: p.stat().st_mtime_ns for p in runs.rglob("eval_*.json")}
+    compare(runs, tmp_path / "ais", parse_overrides(["poe.log_z_method=ais", "poe.ais_temperatures=20"]))
+    assert {p: p.stat().st_mtime_ns for p in defaults} == defaults  # no file scored by default settings reused
+    for run_dir in (p.parent for p in runs.rglob("results.json")):
+        assert len(list(run_dir.glob("eval_poe*.json"))) == 2 and len(list(run_dir.glob("eval_*.json"))) == 6
+    ais = {(int(r["num_masks"]), r["strategy"]): r for r in csv.DictReader((tmp_path / "ais" / "results.csv").open())}
+    exact = {(int(r["num_masks"]), r["strategy"]): r for r in csv.DictReader((out / "results.csv").open())}
+    assert exact[2, "poe"]["log_z_stderr"] == "0.0" and exact[2, "poe"]["effective_sample_size"] == ""
+    assert float(ais[1, "poe"]["log_z"]) == 0.0  # one expert: every chain's weight is 1
+    assert float(ais[2, "poe"]["effective_sample_size"]) > 100
+    stderr = float(ais[2, "poe"]["log_z_stderr"])
+    assert abs(float(ais[2, "poe"]["log_z"]) - float(exact[2, "poe"]["log_z"])) < 4 * stderr + 1e-5
+    assert ais[2, "mixture"] == exact[2, "mixture"] | {"run_dir": ais[2, "mixture"]["run_dir"]}
+    assert "Settings: poe.log_z_method=ais, poe.ais_temperatures=20." in (tmp_path / "ais" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("poe.ais_chains=0", "ensemble.ais_chains=0 is not allowed; it must be >= 1"),
+    ("poe.ais_schedule=cosine", "ais_schedule"),
+])
+def test_a_bad_strategy_setting_is_one_line_and_exit_2_before_any_evaluation(compared, tmp_path, capsys, setting,
+                                                                             message):
+    sweep, _, _ = compared
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), "--out", str(tmp_path), "--set", "poe.log_z_method=ais", setting])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("made-compare: error:") and message in error and "\n" not in error
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("make_dir", [False, True])

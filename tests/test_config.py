@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import hydra
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -73,6 +74,7 @@ def test_value_outside_its_choices_fails_at_composition_naming_them(override, ch
     (["trainer.max_epochs=-5"], "trainer.max_epochs"),
     (["module.lr_decay=0"], "module.lr_decay"),
     (["ensemble=poe", "ensemble.num_importance_samples=0"], "ensemble.num_importance_samples"),
+    (["ensemble=poe", "ensemble.ais_temperatures=1"], "ensemble.ais_temperatures"),
     (["seed=-1"], "seed"),
 ])
 def test_value_outside_its_range_names_the_key_and_the_bound(overrides, key):
@@ -84,6 +86,19 @@ def test_every_range_names_a_key_of_a_composed_config():
     configs = [compose_train(["ensemble=poe"]), compose_train(["ensemble=learned_mixture"])]
     for key in RANGES:
         assert any(OmegaConf.select(cfg, key, default="absent") != "absent" for cfg in configs), key
+
+
+def test_poe_by_ais_composes_validates_and_refuses_zero_chains_in_one_line():
+    cfg = compose_train(["ensemble=poe", "ensemble.log_z_method=ais"])
+    validate_config(cfg)
+    strategy = hydra.utils.instantiate(cfg.ensemble)
+    assert strategy.log_z_method == "ais"
+    assert (strategy.ais_chains, strategy.ais_temperatures, strategy.ais_schedule) == (1000, 100, "linear")
+    with pytest.raises(ConfigError) as error:
+        validate_config(compose_train(["ensemble=poe", "ensemble.log_z_method=ais", "ensemble.ais_chains=0"]))
+    assert str(error.value) == "ensemble.ais_chains=0 is not allowed; it must be >= 1"
+    with pytest.raises(ConfigCompositionException):
+        compose_train(["ensemble=poe", "ensemble.ais_schedule=cosine"])
 
 
 def test_made_eval_composes_and_checks_the_ensemble_like_made_train():

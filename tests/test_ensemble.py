@@ -76,6 +76,34 @@ def test_poe_reports_both_scores():
     )
 
 
+def test_poe_ais_estimate_within_three_standard_errors_of_enumeration():
+    model = random_made(10, num_masks=4)
+    exact = poe_log_z_exact(model, [model.mask(k) for k in range(4)])
+    scalars = ProductOfExperts(log_z_method="ais", ais_chains=500, ais_temperatures=30).prepare(model)
+    assert exact < -1  # the masks disagree: far from the trivial Z = 1
+    assert 0 < scalars["log_z_stderr"] < 0.05
+    assert abs(scalars["log_z"] - exact) < 3 * scalars["log_z_stderr"]
+    assert 1 <= scalars["effective_sample_size"] <= 500
+
+
+@pytest.mark.parametrize("exact_max_dim,method", [(10, "exact"), (9, "importance")])
+def test_poe_auto_is_exact_up_to_exact_max_dim_else_importance(exact_max_dim, method):
+    model = random_made(10, num_masks=4)
+    masks = [model.mask(k) for k in range(4)]
+    scalars = ProductOfExperts(seed=7, num_importance_samples=300, exact_max_dim=exact_max_dim).prepare(model)
+    if method == "exact":
+        expected = poe_log_z_exact(model, masks), 0.0
+    else:
+        expected = poe_log_z_importance(model, masks, 300, torch.Generator().manual_seed(7))
+    assert (scalars["log_z"], scalars["log_z_stderr"]) == pytest.approx(expected, abs=1e-12)
+    assert "effective_sample_size" not in scalars  # AIS only
+
+
+def test_poe_rejects_an_unknown_log_z_method():
+    with pytest.raises(ValueError, match="auto, exact, importance, ais"):
+        ProductOfExperts(log_z_method="guess")
+
+
 def em_data(seed: int = 0) -> torch.Tensor:
     """(K, N) = (12, 25) per-component log-likelihoods, a few components much better than the rest."""
     generator = torch.Generator().manual_seed(seed)

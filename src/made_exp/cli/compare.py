@@ -1,14 +1,17 @@
 """``made-compare``: score every run of a sweep under each ensemble strategy; table, CSV and plot.
 
 Usage:
-    made-compare logs/mixture_vs_poe [--out DIR] [--set poe.num_importance_samples=2000]
+    made-compare logs/mixture_vs_poe [--out DIR] [--set poe.log_z_method=ais]
 
 Every made-train run under the directory (a dir with ``results.json``) is evaluated with
 ``made_exp.lightning.evaluation.evaluate`` under each of ``STRATEGIES`` (conf/ensemble/ names); the results go
 to ``eval_<strategy>.json`` in the run dir, and a run that already has that file is not evaluated
-again. Writes ``report.md`` (test NLL by dataset, K and strategy, means over seeds),
+again. ``--set STRATEGY.KEY=VALUE`` overrides a strategy's config (conf/ensemble/STRATEGY.yaml); that
+strategy's results then go to ``eval_<strategy>.<hash of its settings>.json`` (``RunDir.evaluation``), so the
+same runs can be scored under both settings (log Z by importance sampling and by AIS) and neither file is
+read for the other. Writes ``report.md`` (test NLL by dataset, K and strategy, means over seeds),
 ``results.csv`` (one row per run and strategy) and ``nll_vs_k.png`` into ``--out`` (default: the
-directory). ``--set STRATEGY.KEY=VALUE`` overrides a strategy's config (conf/ensemble/STRATEGY.yaml).
+directory).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from made_exp.errors import UserError, exit_on_user_error
+from made_exp.errors import UserError
 from made_exp.runs.atomic import csv_text, write_json_atomic, write_text_atomic
+from made_exp.runs.config import compose_ensemble, exit_on_config_error
 from made_exp.runs.figures import legend_below, save_figure, subplots
 from made_exp.runs.records import dataset_name, results_files
 from made_exp.runs.rundir import RunDir
@@ -40,14 +44,15 @@ STRATEGIES = {
     "best_single": "best single mask",
 }
 CSV_FIELDS = ["dataset", "training", "num_masks", "seed", "strategy", "test_nll", "unnormalised_nll", "log_z",
-              "log_z_stderr", "effective_num_masks", "single_mask_nll_mean", "log_total_mass", "eval_wall_time_s",
-              "run_dir"]
+              "log_z_stderr", "effective_sample_size", "effective_num_masks", "single_mask_nll_mean",
+              "log_total_mass", "eval_wall_time_s", "run_dir"]
 # results.csv field <- eval_<strategy>.json metric
 METRICS = {
     "test_nll": "test/nll",
     "unnormalised_nll": "test/unnormalised_nll",
     "log_z": "test/ensemble/log_z",
     "log_z_stderr": "test/ensemble/log_z_stderr",
+    "effective_sample_size": "test/ensemble/effective_sample_size",  # of the AIS chains (poe.log_z_method=ais)
     "effective_num_masks": "test/ensemble/effective_num_masks",
     "single_mask_nll_mean": "test/single_mask_nll_mean",
     "log_total_mass": "test/ensemble/log_total_mass",
@@ -76,12 +81,12 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
 
 
 def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]]) -> None:
-    """Write ``eval_<strategy>.json`` into each run dir for every strategy that lacks it."""
+    """Write each strategy's evaluation under its ``overrides`` into each run dir that lacks it."""
     from made_exp.lightning.evaluation import evaluate  # Lightning and torch: only when there is something to evaluate
 
     for run_dir in runs:
         for strategy in STRATEGIES:
-            path = RunDir(run_dir).evaluation(strategy)
+            path = RunDir(run_dir).evaluation(strategy, overrides.get(strategy, []))
             if path.is_file():
                 continue
             print(f"made-compare: evaluating {run_dir.name} under {strategy}", file=sys.stderr)
@@ -99,13 +104,13 @@ def training_label(config: dict) -> str:
     return "bank, Jensen" if schedule == "cycle" else "fresh masks, Jensen"
 
 
-def collect(runs: list[Path]) -> list[dict]:
-    """One row (``CSV_FIELDS``) per run and strategy, read from the runs' ``eval_<strategy>.json``."""
+def collect(runs: list[Path], overrides: dict[str, list[str]]) -> list[dict]:
+    """One row (``CSV_FIELDS``) per run and strategy, read from the runs' evaluations under ``overrides``."""
     rows = []
     for run_dir in runs:
         config = json.loads(RunDir(run_dir).results.read_text())["config"]
         for strategy in STRATEGIES:
-            evaluation = json.loads(RunDir(run_dir).evaluation(strategy).read_text())
+            evaluation = json.loads(RunDir(run_dir).evaluation(strategy, overrides.get(strategy, [])).read_text())
             metrics = evaluation["metrics"]
             rows.append({
                 "dataset": dataset_name(config.get("data", {})),
@@ -195,11 +200,19 @@ def plot_nll_vs_k(summary: dict[tuple[str, str, int], dict[str, list[float]]], p
     save_figure(figure, path)
 
 
+def settings_text(overrides: dict[str, list[str]]) -> str:
+    """The ``--set`` settings as the report states them."""
+    settings = [f"{strategy}.{setting}" for strategy, items in sorted(overrides.items()) for setting in items]
+    return ", ".join(settings) or "each strategy's conf/ensemble/ file"
+
+
 def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None) -> str:
     """Evaluate what is missing, then write report.md, results.csv and nll_vs_k.png into ``out``; returns the table."""
-    runs = find_runs(root)
-    evaluate_runs(runs, overrides or {})
-    rows = collect(runs)
+    runs, overrides = find_runs(root), overrides or {}
+    for strategy, settings in overrides.items():
+        compose_ensemble(strategy, settings)  # a bad --set fails here, before any run is evaluated
+    evaluate_runs(runs, overrides)
+    rows = collect(runs, overrides)
     summary = summarise(rows)
     table = markdown_table(summary)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,9 +223,10 @@ def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None
         "seeds. K: masks in the trained bank, all of them combined. Mean single mask: the masks' test NLLs "
         "averaged (Jensen: the mixture is never worse). Learned mixture: weights fitted by EM on the validation "
         "split, eff. masks = exp(entropy of the weights). Product of experts: normalised by log Z (exact for "
-        "D <= 20, else importance-sampled; mean stderr shown); its unnormalised NLL drops log Z <= 0 and so "
-        "bounds the true NLL above. Logit average is NOT a normalised distribution: its number is a score, "
-        "not comparable with the test NLLs.",
+        "D <= 20, else importance-sampled, unless poe.log_z_method says otherwise; mean stderr shown); its "
+        "unnormalised NLL drops log Z <= 0 and so bounds the true NLL above. Logit average is NOT a normalised "
+        "distribution: its number is a score, not comparable with the test NLLs. "
+        f"Settings: {settings_text(overrides)}.",
         table,
         "![test NLL against K per strategy](nll_vs_k.png)",
     ]) + "\n"
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="STRATEGY.KEY=VALUE", help="ensemble config overrides")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
-    with exit_on_user_error("made-compare"):
+    with exit_on_config_error("made-compare"):
         table = compare(args.root, args.out or args.root, parse_overrides(args.set))
     out = args.out or args.root
     print(table)

@@ -3,7 +3,8 @@
 Usage:
     made-eval logs/train/runs/<run> --ensemble poe
     made-eval logs/train/runs/<run> --ensemble mixture --set num_masks=1000 mask_source=fresh
-Prints the metrics and writes ``eval_<ensemble>.json`` in the run dir (or ``--out``).
+Prints the metrics and writes ``eval_<ensemble>.json`` in the run dir (``eval_<ensemble>.<hash of the --set
+settings>.json`` with ``--set``; or ``--out``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ensemble", default="mixture", help="a conf/ensemble/ name")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ensemble config overrides")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
-    parser.add_argument("--out", type=Path, help="where to write the JSON (default: RUN_DIR/eval_<ensemble>.json)")
+    parser.add_argument("--out", type=Path,
+                        help="where to write the JSON (default: RUN_DIR/eval_<ensemble>[.<hash of --set>].json)")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     from made_exp.lightning.evaluation import evaluate  # torch and Lightning: after --help and argument errors
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"checkpoint: {results['checkpoint']}")
     for key, value in sorted(results["metrics"].items()):
         print(f"{key:<40} {value:.4f}")
-    write_json_atomic(args.out or RunDir(args.run_dir).evaluation(args.ensemble), results)
+    write_json_atomic(args.out or RunDir(args.run_dir).evaluation(args.ensemble, args.set), results)
 
 
 if __name__ == "__main__":

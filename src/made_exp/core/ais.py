@@ -46,12 +46,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from made_exp.core.choices import ANNEALING_SCHEDULES
 from made_exp.core.made import MADE, Mask
 from made_exp.core.sampling import sample_mixture
 from made_exp.core.scoring import mask_log_probs, mixture_log_prob, poe_log_weights
 
 __all__ = [
-    "SCHEDULES",
     "AISResult",
     "summarise_log_weights",
     "ChainState",
@@ -63,8 +63,6 @@ __all__ = [
     "gibbs_sweep",
     "poe_log_z_ais",
 ]
-
-SCHEDULES = ("linear", "sigmoid")
 
 
 def annealing_schedule(num_temperatures: int, schedule: str = "linear", sharpness: float = 4.0) -> Tensor:
@@ -82,7 +80,7 @@ def annealing_schedule(num_temperatures: int, schedule: str = "linear", sharpnes
             raise ValueError(f"sharpness must be > 0, got {sharpness}")
         curve = torch.sigmoid(torch.linspace(-sharpness, sharpness, num_temperatures, dtype=torch.float64))
         return (curve - curve[0]) / (curve[-1] - curve[0])
-    raise ValueError(f"schedule={schedule!r} is not one of {', '.join(SCHEDULES)}")
+    raise ValueError(f"schedule={schedule!r} is not one of {', '.join(ANNEALING_SCHEDULES)}")
 
 
 @dataclass

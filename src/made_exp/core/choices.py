@@ -2,7 +2,7 @@
 (``made_exp.runs.config``) can list them without importing torch."""
 
 __all__ = ["ACTIVATIONS", "DIRECT_CONNECTIONS", "RESAMPLE_MODES", "INITS", "SCHEDULES", "OBJECTIVES",
-           "WHOLE_BANK_OBJECTIVES", "LOG_Z_METHODS"]
+           "WHOLE_BANK_OBJECTIVES", "LOG_Z_METHODS", "POE_LOG_Z_METHODS", "ANNEALING_SCHEDULES"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 DIRECT_CONNECTIONS = ("none", "output", "full")
@@ -12,3 +12,5 @@ SCHEDULES = ("cycle", "fresh")
 OBJECTIVES = ("nll", "mixture", "poe", "learned_mixture")
 WHOLE_BANK_OBJECTIVES = ("poe", "learned_mixture")  # every training step scores all K bank masks
 LOG_Z_METHODS = ("exact", "importance")
+POE_LOG_Z_METHODS = ("auto", "exact", "importance", "ais")  # the test-time product of experts (ensemble=poe)
+ANNEALING_SCHEDULES = ("linear", "sigmoid")  # AIS's inverse temperatures (made_exp.core.ais)

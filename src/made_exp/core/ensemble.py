@@ -17,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from made_exp.core.ais import poe_log_z_ais
+from made_exp.core.choices import POE_LOG_Z_METHODS
 from made_exp.core.made import MADE, Mask, log_bernoulli
 from made_exp.core.normaliser import poe_log_z_exact, poe_log_z_importance
 from made_exp.core.scoring import (
@@ -107,8 +109,10 @@ class LearnedMixture(Mixture):
 class ProductOfExperts(Mixture):
     """Normalised geometric mean prod_k p_k(x)^(1/K) / Z of the masks' models.
 
-    log Z is exact (all 2^D states) when D <= ``exact_max_dim`` under ``auto``, else importance-sampled.
-    Since Z <= 1, the NLL of "unnormalised_log_prob" (log of the geometric mean) bounds the true NLL above.
+    log Z (``log_z_method``): ``exact`` enumerates all 2^D states; ``importance`` samples the uniform mixture;
+    ``ais`` anneals from the mixture (``made_exp.core.ais``); ``auto`` is exact when D <= ``exact_max_dim``,
+    else importance. Since Z <= 1, the NLL of "unnormalised_log_prob" (log of the geometric mean) bounds the
+    true NLL above.
     """
 
     name = "poe"
@@ -120,24 +124,38 @@ class ProductOfExperts(Mixture):
         seed: int = 1234,
         log_z_method: str = "auto",
         num_importance_samples: int = 10000,
+        ais_chains: int = 1000,
+        ais_temperatures: int = 100,
+        ais_schedule: str = "linear",
         exact_max_dim: int = 20,
         chunk_size: int = 16384,
     ):
+        if log_z_method not in POE_LOG_Z_METHODS:
+            raise ValueError(f"log_z_method={log_z_method!r} is not one of {', '.join(POE_LOG_Z_METHODS)}")
         super().__init__(num_masks, mask_source, seed)
         self.log_z_method, self.num_importance_samples = log_z_method, num_importance_samples
+        self.ais_chains, self.ais_temperatures, self.ais_schedule = ais_chains, ais_temperatures, ais_schedule
         self.exact_max_dim, self.chunk_size = exact_max_dim, chunk_size
         self.log_z = math.nan
 
     def prepare(self, model: MADE, valid_x: Tensor | None = None) -> dict[str, float]:
-        """Pick the masks and compute log Z (with its standard error, 0 when exact); returns scalars to log."""
+        """Pick the masks and compute log Z with its standard error (0 when exact) and, by AIS, the effective
+        sample size of the chains; returns scalars to log. Sampling methods draw from ``seed``."""
         super().prepare(model)
-        exact = self.log_z_method == "exact" or (self.log_z_method == "auto" and model.input_dim <= self.exact_max_dim)
-        if exact:
+        method = self.log_z_method
+        if method == "auto":
+            method = "exact" if model.input_dim <= self.exact_max_dim else "importance"
+        generator, ais_scalars = torch.Generator().manual_seed(self.seed), {}
+        if method == "exact":
             self.log_z, stderr = poe_log_z_exact(model, self.masks, self.chunk_size), 0.0
-        else:
-            generator = torch.Generator().manual_seed(self.seed)
+        elif method == "importance":
             self.log_z, stderr = poe_log_z_importance(model, self.masks, self.num_importance_samples, generator)
-        return {"num_masks": float(len(self.masks)), "log_z": self.log_z, "log_z_stderr": stderr}
+        else:
+            result = poe_log_z_ais(model, self.masks, self.ais_chains, self.ais_temperatures, self.ais_schedule,
+                                   generator=generator)
+            self.log_z, stderr = result.log_z, result.log_z_stderr
+            ais_scalars = {"effective_sample_size": result.effective_sample_size}
+        return {"num_masks": float(len(self.masks)), "log_z": self.log_z, "log_z_stderr": stderr, **ais_scalars}
 
     def log_prob(self, model: MADE, x: Tensor) -> dict[str, Tensor]:
         """x: (B, D) -> {"log_prob": (B,) normalised, "unnormalised_log_prob": (B,) log GM} in nats."""

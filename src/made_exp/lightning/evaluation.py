@@ -20,7 +20,7 @@ def evaluate(
     run_dir: str | Path, ensemble: str = "mixture", overrides: list[str] | None = None, checkpoint: str = "best"
 ) -> dict:
     """Test metrics of the run's ``checkpoint`` (best, last or a path) under ``ensemble`` (a conf/ensemble/ name,
-    with ``KEY=VALUE`` ``overrides`` of its keys): what made-eval writes to ``eval_<ensemble>.json``."""
+    with ``KEY=VALUE`` ``overrides`` of its keys, recorded too): what made-eval writes to ``RunDir.evaluation``."""
     started, commit = time.perf_counter(), git_commit()
     quiet_lightning()
     cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
@@ -28,5 +28,5 @@ def evaluate(
                          enable_model_summary=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return {"metrics": module.test_results, "per_mask_nll": module.per_mask_nll, "ensemble": ensemble,
-            "checkpoint": str(path),
+            "overrides": list(overrides or []), "checkpoint": str(path),
             **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit)}

@@ -26,10 +26,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from made_exp.core.choices import (
     ACTIVATIONS,
+    ANNEALING_SCHEDULES,
     DIRECT_CONNECTIONS,
     INITS,
     LOG_Z_METHODS,
     OBJECTIVES,
+    POE_LOG_Z_METHODS,
     RESAMPLE_MODES,
     SCHEDULES,
     WHOLE_BANK_OBJECTIVES,
@@ -77,7 +79,8 @@ Schedule = _choices("Schedule", SCHEDULES)
 Objective = _choices("Objective", OBJECTIVES)
 TrainingLogZ = _choices("TrainingLogZ", LOG_Z_METHODS)
 MaskSource = _choices("MaskSource", ("bank", "fresh"))
-LogZMethod = _choices("LogZMethod", ("auto", "exact", "importance"))
+LogZMethod = _choices("LogZMethod", POE_LOG_Z_METHODS)
+AnnealingSchedule = _choices("AnnealingSchedule", ANNEALING_SCHEDULES)
 MatmulPrecision = _choices("MatmulPrecision", MATMUL_PRECISIONS)
 Precision = _choices("Precision", PRECISIONS)
 Mode = _choices("Mode", ("min", "max"))
@@ -133,6 +136,9 @@ class ProductOfExpertsSchema(MixtureSchema):
     _target_: str = "made_exp.core.ensemble.ProductOfExperts"
     log_z_method: LogZMethod = LogZMethod.auto
     num_importance_samples: int = 10000
+    ais_chains: int = 1000
+    ais_temperatures: int = 100
+    ais_schedule: AnnealingSchedule = AnnealingSchedule.linear
     exact_max_dim: int = 20
     chunk_size: int = 16384
 
@@ -372,6 +378,8 @@ RANGES: dict[str, tuple[float, bool]] = {
     "masks.alpha": (1, True),
     "ensemble.num_masks": (1, True),
     "ensemble.num_importance_samples": (1, True),
+    "ensemble.ais_chains": (1, True),
+    "ensemble.ais_temperatures": (2, True),  # b = 0 and b = 1
     "ensemble.max_iters": (1, True),
     "ensemble.alpha": (0, False),
     "optimizer.lr": (0, False),

@@ -6,7 +6,8 @@
         checkpoints/last.ckpt       the end of the latest epoch (resume= continues from it)
         results.json                metrics, config, seeds, commit, hardware, wall time (a finished run)
         error.json                  why a sweep job failed
-        eval_<strategy>.json        made-eval / made-compare under another ensemble strategy
+        eval_<strategy>.json        made-eval / made-compare under another ensemble strategy (its config's own
+                                    values; eval_<strategy>.<8 hex digits>.json under --set KEY=VALUE ones)
         samples.png                 samples drawn after testing
         samples_seed<S>_n<N>.png    made-sample's grids (it never overwrites a file unless told to)
         wandb_id.txt                the W&B run id, so a resumed run continues it
@@ -17,13 +18,17 @@ Example:
     'logs/run/checkpoints/last.ckpt'
     >>> RunDir("logs/run").evaluation("poe").name
     'eval_poe.json'
+    >>> RunDir("logs/run").evaluation("poe", ["log_z_method=ais"]).name
+    'eval_poe.5074d228.json'
     >>> RunDir("logs/run").drawn_samples(seed=3, num_samples=16).name
     'samples_seed3_n16.png'
 """
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from made_exp.errors import RunDirError
@@ -87,9 +92,14 @@ class RunDir:
     def wandb_id(self) -> Path:
         return self.path / "wandb_id.txt"
 
-    def evaluation(self, strategy: str) -> Path:
-        """Where made-eval writes the run's metrics under ``strategy`` (a conf/ensemble/ name)."""
-        return self.path / f"eval_{strategy}.json"
+    def evaluation(self, strategy: str, overrides: Sequence[str] = ()) -> Path:
+        """Where made-eval writes the run's metrics under ``strategy`` (a conf/ensemble/ name) with ``KEY=VALUE``
+        ``overrides`` of its config: a file per set of overrides (in any order), so that scores under other
+        settings (log Z by importance sampling and by AIS, say) are never read for one another."""
+        if not overrides:
+            return self.path / f"eval_{strategy}.json"
+        digest = hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:8]
+        return self.path / f"eval_{strategy}.{digest}.json"
 
     def evaluations(self) -> list[Path]:
         """Every ``eval_<strategy>.json`` of the run, sorted."""
