@@ -13,12 +13,11 @@ from made_exp.cli.bench import (
     QUICK,
     TARGETS,
     BaselineMADE,
-    best_block,
     for_device,
     main,
     run_benchmarks,
-    training_gemm_flops,
 )
+from made_exp.cli.timing import best_block, training_gemm_flops
 from made_exp.core.made import MADE, hidden_mask, output_mask
 from made_exp.core.sampling import sample_incremental, sample_naive
 

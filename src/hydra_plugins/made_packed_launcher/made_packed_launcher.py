@@ -12,10 +12,11 @@ from omegaconf import DictConfig
 
 
 class PackedLauncher(Launcher):
-    """Trains the jobs of a sweep that share tensor shapes as one batched model, at most ``max_pack`` at a time."""
+    """Trains the jobs of a sweep that share tensor shapes as batched models: at most ``max_pack`` runs to a pack,
+    ``workers`` packs at once on a CPU (None: one per core of this job's share)."""
 
-    def __init__(self, max_pack: int = 64) -> None:
-        self.max_pack = max_pack
+    def __init__(self, max_pack: int = 64, workers: int | None = None) -> None:
+        self.max_pack, self.workers = max_pack, workers
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
@@ -24,4 +25,4 @@ class PackedLauncher(Launcher):
         from made_exp.lightning.packed_launch import launch
 
         return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
-                      self.max_pack)
+                      self.max_pack, self.workers)

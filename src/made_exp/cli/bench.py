@@ -7,6 +7,7 @@ fp32 GEMM peak measured in the same run. Prints a table and one JSON object (``-
     made-bench                  # a few minutes on 2 cores
     made-bench --quick          # under a minute: fewer steps, smaller slices, naive big-model sampling extrapolated
     made-bench --device cuda    # on a GPU (the default where one is present), plus paper-size MNIST training
+    made-bench --packed         # sweeps of 8 and 32 dna runs packed against joblib (made_exp.cli.bench_packed)
 
 On a GPU every timed block ends with a synchronisation, the GEMM peak is taken at 8192^3 as well, and
 ``torch.backends`` precision is the fp32 default ("highest": no TF32) unless ``--matmul-precision`` says otherwise.
@@ -15,7 +16,6 @@ On a GPU every timed block ends with a synchronisation, the GEMM peak is taken a
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import math
@@ -33,6 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from made_exp.cli.timing import (
+    best_block,
+    best_seconds_interleaved,
+    best_seconds_per_call,
+    machine_info,
+    synchronize,
+    training_gemm_flops,
+)
 from made_exp.core.ensemble import Mixture
 from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
@@ -42,9 +50,8 @@ from made_exp.data.datamodules import BinarizedDataModule
 from made_exp.data.files import DataError, dataset_info, load_npz_splits, resolve_dataset
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.config import MATMUL_PRECISIONS
-from made_exp.runs.results import hardware
 
-__all__ = ["BenchConfig", "QUICK", "FULL", "run_benchmarks", "training_gemm_flops", "BaselineMADE", "main"]
+__all__ = ["BenchConfig", "QUICK", "FULL", "run_benchmarks", "BaselineMADE", "main"]
 
 
 @dataclass(frozen=True)
@@ -74,57 +81,6 @@ class BenchConfig:
 
 FULL = BenchConfig()
 QUICK = replace(FULL, steps=10, repeats=3, warmup=3, ensemble_examples=(1000, 100), big_naive_positions=4)
-
-
-def synchronize(device: str) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously); nothing to wait for on CPU."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_seconds_interleaved(fns: dict[str, Callable[[], object]], steps: int, repeats: int, warmup: int,
-                             device: str = "cpu") -> dict[str, float]:
-    """Seconds per call of each function: its fastest of ``repeats`` blocks of ``steps`` calls, after ``warmup``
-    calls. The functions' blocks take turns, so a machine whose speed drifts (a shared VM) biases no ratio."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    best = dict.fromkeys(fns, math.inf)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            synchronize(device)
-            best[name] = min(best[name], (time.perf_counter() - start) / steps)
-    return best
-
-
-def best_seconds_per_call(fn: Callable[[], object], steps: int, repeats: int, warmup: int,
-                          device: str = "cpu") -> float:
-    """``best_seconds_interleaved`` of one function."""
-    return best_seconds_interleaved({"fn": fn}, steps, repeats, warmup, device)["fn"]
-
-
-def best_block(stamps: Sequence[float], sizes: Sequence[int], steps: int, repeats: int, warmup: int) -> float:
-    """Seconds per unit of work from the start times of consecutive steps (and the end of the last) and the
-    work of each step, in blocks of ``steps`` steps timed like ``best_seconds_per_call``."""
-    best = math.inf
-    for r in range(repeats):
-        first, last = warmup + r * steps, warmup + (r + 1) * steps
-        best = min(best, (stamps[last] - stamps[first]) / sum(sizes[first:last]))
-    return best
-
-
-def training_gemm_flops(batch_size: int, widths: Sequence[int]) -> int:
-    """GEMM FLOPs of one training step of an MLP with layer widths ``[D, H_1, ..., D]``.
-
-    Forward: one GEMM per layer; backward: the weight gradient of every layer and the input gradient of
-    every layer but the first (no gradient w.r.t. the data). One hidden layer: 5 GEMMs of 2 B D H.
-    """
-    per_layer = [2 * batch_size * w_in * w_out for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)]
-    return 2 * sum(per_layer) + sum(per_layer[1:])
 
 
 def gemm_calls(config: BenchConfig, input_dim: int) -> dict[str, tuple[Callable[[], Tensor], int]]:
@@ -413,12 +369,6 @@ def paper_training_benchmark(splits: dict[str, Tensor], config: BenchConfig) -> 
     }
 
 
-def machine_info(device: str = "cpu") -> dict:
-    """What results.json records as hardware, plus the device, the fp32 matmul precision and the date."""
-    return {**hardware(), "device": device, "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-
-
 def startup_seconds(repeats: int) -> dict[str, float]:
     """Best wall seconds of ``made-train --help`` and ``made-eval --help`` in fresh interpreters: what a person
     waits for before any work (the entry points load torch and Lightning only once there is work)."""
@@ -488,6 +438,8 @@ TARGETS = {  # key: (threshold, what it means)
     "ensemble_1000_gemm_fraction": (0.5, "1000-mask ensemble >= 50% of GEMM peak"),
     "big_sampler_speedup": (20.0, "incremental >= 20x naive, 784-8000-8000-784"),
     "sampler_speedup": (5.0, "incremental >= 5x naive, 784-500-784"),
+    "sweep_8_packed_vs_parallel": (2.0, "8 dna runs packed >= 2x joblib, 1 job a core"),
+    "sweep_64_packed_vs_basic": (20.0, "64 dna runs packed on a GPU >= 20x one at a time"),
 }
 
 
@@ -519,10 +471,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="cpu or cuda[:N] (default: cuda where present)")
     parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
                         help="torch.set_float32_matmul_precision: high/medium allow TF32/bf16 inside fp32 GEMMs")
+    parser.add_argument("--packed", action="store_true",
+                        help="instead: sweeps of dna-size runs packed (hydra/launcher=packed) against the joblib "
+                             "launcher (one job per core; on a GPU, one job at a time), and the packed step's parts")
     args = parser.parse_args(argv)
     torch.set_float32_matmul_precision(args.matmul_precision)
-    config = for_device(QUICK if args.quick else FULL, args.device)
-    results = run_benchmarks(config, log=lambda message: print(f"... {message}", flush=True))
+    log = functools.partial(print, "...", flush=True)
+    if args.packed:
+        from made_exp.cli.bench_packed import run_packed_benchmarks
+
+        gpu = torch.device(args.device).type == "cuda"
+        sizes, epochs = ((8,), 10) if args.quick else ((64,), 100) if gpu else ((8, 32), 100)
+        results = {**machine_info(args.device), **run_packed_benchmarks(sizes, epochs, args.device, log)}
+    else:
+        results = run_benchmarks(for_device(QUICK if args.quick else FULL, args.device), log=log)
     print(format_table(results))
     text = json.dumps(results, indent=2)
     print(text)

@@ -9,13 +9,14 @@ keeps its ``best.ckpt``; the others go on. Every epoch writes each member's ``ch
 the loop's, under ``packed``), from which a rerun of the sweep continues the group.
 
 What packs (``unpackable`` says why not): objectives ``nll`` and ``mixture`` (any schedule and S), fp32 on one
-CPU or GPU, no ``max_time``/``max_steps``/batch limits, no ``compile_model``, not a DDP run.
+CPU or GPU (not tested on a GPU yet), no ``max_time``/``max_steps``/batch limits, no ``compile_model``, not a DDP run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -124,7 +125,7 @@ class Member:
         self.datamodule = build_datamodule(cfg.data)
         check_mask_bank_memory(cfg.model, self.datamodule.input_dim)
         self._share_data(loaded)
-        self.module: MADEModule = build_module(cfg, self.datamodule.input_dim)
+        self.module: MADEModule = build_module(cfg, self.datamodule.input_dim).to(_device(cfg.trainer))
         configured = self.module.configure_optimizers()
         self.optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
         self.scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
@@ -198,11 +199,22 @@ class Member:
         self.early_stop = EarlyStop(**state["packed"]["early_stop"])
 
     def save(self, improved: bool) -> None:
-        state = self.checkpoint()
+        """Write ``last.ckpt``, and copy it to ``best.ckpt`` when this epoch is the best (one serialisation)."""
         self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+        partial = self.run.last_checkpoint.with_suffix(".partial")
+        torch.save(self.checkpoint(), partial)
         if improved:
-            _save_atomic(state, self.run.best_checkpoint)
-        _save_atomic(state, self.run.last_checkpoint)
+            best = self.run.best_checkpoint.with_suffix(".partial-best")
+            shutil.copyfile(partial, best)
+            best.replace(self.run.best_checkpoint)
+        partial.replace(self.run.last_checkpoint)
+
+
+def _device(trainer: DictConfig) -> torch.device:
+    """The device the run's trainer config asks for: a GPU for ``gpu``/``cuda``, or ``auto`` where one is present."""
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if gpu else "cpu")
 
 
 def restorable(run_dir: Path) -> bool:
@@ -211,24 +223,17 @@ def restorable(run_dir: Path) -> bool:
     return not last.is_file() or "packed" in torch.load(last, map_location="cpu", weights_only=False)
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)
-
-
 def group_key(member: Member) -> tuple:
     """Members with the same key train in one pack: same tensor shapes, minibatch size and training-set size."""
     data = member.datamodule
     return (shape_key(member.model), data.batch_size, len(data.split("train")), str(member.model.output.weight.device))
 
 
-def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger]) -> None:
+def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger],
+               received: list[int]) -> None:
     """Train ``members`` (one pack) until each stops; ``loggers`` and ``epoch_logs`` by run dir take each member's
-    per-epoch metrics and log line. Raises ``Stopped`` on SIGTERM/SIGINT, after the last complete epoch's files."""
-    received: list[int] = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
-                for number in (signal.SIGTERM, signal.SIGINT)}
+    per-epoch metrics and log line. Raises ``Stopped`` once ``received`` holds a signal number (the caller's signal
+    handler appends it), after the last complete epoch's files."""
     try:
         for member in members:
             member.module._num_train = len(member.datamodule.split("train"))
@@ -237,8 +242,6 @@ def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dic
         while any(member.active for member in members):
             _train_epoch(members, loggers, epoch_logs, received)
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
         for member in members:
             member.model.unbake_mask()
 
@@ -248,18 +251,15 @@ def _train_epoch(members: list[Member], loggers: dict[Path, list], epoch_logs: d
     started = time.perf_counter()
     active = [member for member in members if member.active]
     batches = [member.minibatches() for member in active]
-    totals = [torch.zeros((), dtype=torch.float64) for _ in active]
-    counts = [0] * len(active)
+    total, count = 0.0, 0  # (N,) sum of the minibatches' losses x sizes (on the device: no sync per step)
     for minibatches in zip(*batches, strict=True):
-        losses = _packed_step(active, minibatches)
-        for index, (member, loss) in enumerate(zip(active, losses.tolist(), strict=True)):
-            totals[index] += loss * len(minibatches[index])
-            counts[index] += len(minibatches[index])
-            _stop_if_diverged(member, loss)
+        total = total + _packed_step(active, minibatches).double() * len(minibatches[0])
+        count += len(minibatches[0])
         if received:
             raise Stopped(received[0])
-    for index, member in enumerate(active):
-        member.train_nll = float(totals[index] / counts[index])
+    for member, loss in zip(active, (total / count).tolist(), strict=True):
+        member.train_nll = loss
+        _stop_if_diverged(member, loss)
     _validate([member for member in active if member.error is None])
     for member in active:
         _end_epoch(member, loggers[member.output_dir], epoch_logs[member.output_dir], time.perf_counter() - started)
@@ -275,8 +275,8 @@ def _packed_step(active: list[Member], minibatches: tuple[Tensor, ...]) -> Tenso
 
     Member n's loss is what ``MaskSchedule.loss`` computes for it alone: its S training masks for this step, then
     ``E_s[-log p_s(x)]`` (``nll``) or ``-log (1/S) sum_s p_s(x)`` (``mixture``), mean over the minibatch."""
-    x = torch.stack(minibatches)
     models = [member.model for member in active]
+    x = torch.stack(minibatches).to(models[0].output.weight.device)
     step_masks = [member.module.masks.training_masks(member.model, member.step) for member in active]
     per_mask = []
     for masks in zip(*step_masks, strict=True):
@@ -287,7 +287,7 @@ def _packed_step(active: list[Member], minibatches: tuple[Tensor, ...]) -> Tenso
     mixture = [member.module.masks.objective == "mixture" for member in active]
     jensen = -log_probs.mean(dim=(0, 2))
     tighter = -(torch.logsumexp(log_probs, 0) - math.log(log_probs.shape[0])).mean(1)
-    losses = torch.where(torch.tensor(mixture), tighter, jensen)
+    losses = torch.where(torch.tensor(mixture, device=x.device), tighter, jensen)
     for member in active:
         member.optimizer.zero_grad(set_to_none=True)
     losses.sum().backward()
@@ -300,6 +300,8 @@ def _packed_step(active: list[Member], minibatches: tuple[Tensor, ...]) -> Tenso
 
 
 def _stop_if_diverged(member: Member, loss: float) -> None:
+    """The member fails (``DivergenceError``, as a solo run) when its epoch's mean loss is not finite or above
+    ``DIVERGED_AT`` x D ln 2; the others train on."""
     uniform = member.model.input_dim * math.log(2)
     if member.error is None and not (math.isfinite(loss) and loss <= DIVERGED_AT * uniform):
         member.error = DivergenceError(
@@ -319,9 +321,10 @@ def _validate(active: list[Member]) -> None:
     if packable and len({len(e.masks) for e in ensembles}) == 1 and active:
         valid = [member.datamodule.split("valid") for member in active]
         batch = active[0].datamodule.eval_batch_size
-        totals = torch.zeros(len(active), dtype=torch.float64)
+        device = active[0].model.output.weight.device
+        totals = torch.zeros(len(active), dtype=torch.float64, device=device)
         for start in range(0, len(valid[0]), batch):
-            x = torch.stack([split[start:start + batch] for split in valid])
+            x = torch.stack([split[start:start + batch] for split in valid]).to(device)
             log_probs = packed_mixture_log_prob([m.model for m in active], [e.masks for e in ensembles], x)
             totals -= log_probs.double().sum(1)
         for member, total, split in zip(active, totals.tolist(), valid, strict=True):
@@ -330,8 +333,9 @@ def _validate(active: list[Member]) -> None:
     for member, ensemble in zip(active, ensembles, strict=True):
         valid = member.datamodule.split("valid")
         batch = member.datamodule.eval_batch_size
-        total = sum(float(-ensemble.log_prob(member.model, valid[start:start + batch])["log_prob"].double().sum())
-                    for start in range(0, len(valid), batch))
+        device = member.model.output.weight.device
+        total = sum(float(-ensemble.log_prob(member.model, valid[start:start + batch].to(device))["log_prob"]
+                          .double().sum()) for start in range(0, len(valid), batch))
         member.val_nll = total / len(valid)
 
 
