@@ -85,3 +85,22 @@ def test_made_train_runs_on_the_gpu(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert 60 < results["metrics"]["test/nll"] < 130
     assert results["hardware"]["gpu"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR")
+def test_a_packed_sweep_on_the_gpu_matches_the_same_sweep_run_alone(tmp_path):
+    sweep = ["-m", "data=dna", "trainer=gpu", "logger=csv", "module.num_samples=0", "masks=cycle",
+             "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=3", "seed=0,1,2",
+             "hydra.sweep.subdir=${hydra.job.num}"]
+    env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}
+    for launcher in ("packed", "basic"):
+        command = [sys.executable, "-m", "made_exp.cli.train", *sweep, f"hydra/launcher={launcher}",
+                   f"hydra.sweep.dir={tmp_path / launcher}"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for job in range(3):
+        packed, alone = (json.loads((tmp_path / launcher / str(job) / "results.json").read_text())
+                         for launcher in ("packed", "basic"))
+        assert packed["packed_with"] == 3 and packed["epochs"] == alone["epochs"] == 3
+        assert packed["metrics"]["test/nll"] == pytest.approx(alone["metrics"]["test/nll"], abs=1e-3)

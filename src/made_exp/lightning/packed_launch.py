@@ -166,7 +166,8 @@ def _own_wandb_runs(loggers: list) -> list:
         if hasattr(logger, "_wandb_init"):
             import wandb
 
-            logger._experiment = wandb.init(**{**logger._wandb_init, "reinit": "create_new"})
+            offline = {"mode": "offline"} if logger._offline else {}
+            logger._experiment = wandb.init(**{**logger._wandb_init, **offline, "reinit": "create_new"})
     return loggers
 
 

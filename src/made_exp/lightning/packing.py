@@ -52,8 +52,8 @@ def unpackable(cfg: DictConfig) -> str | None:
     trainer = cfg.trainer
     if cfg.masks.objective not in PACKABLE_OBJECTIVES:
         return f"masks.objective={cfg.masks.objective} scores every bank mask each step"
-    if int(trainer.get("devices", 1) or 1) != 1 or int(trainer.get("num_nodes", 1) or 1) != 1:
-        return "a multi-device run"
+    if str(trainer.get("devices", 1)) != "1" or str(trainer.get("num_nodes", 1)) != "1":
+        return "not one device (trainer.devices, trainer.num_nodes)"
     if str(trainer.get("precision", "32-true")) not in ("32", "32-true"):
         return f"trainer.precision={trainer.precision}"
     if cfg.module.get("compile_model", False):

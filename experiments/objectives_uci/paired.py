@@ -1,0 +1,65 @@
+"""Paired differences between training objectives on the UCI sets, from made-compare's results.csv files.
+
+Every row is set against the bank of the same K tested on its uniform mixture (the paper's protocol), seed by seed;
+fresh-mask training against the K = 16 bank. The uncertainty of a mean difference combines the spread over seeds
+(standard error of the paired differences) with the product of experts' log Z (its standard error per seed, by
+importance sampling or AIS, enters the NLL one to one). A difference counts as real ("yes") only where it exceeds
+twice that combined uncertainty.
+
+    python experiments/objectives_uci/paired.py experiments/objectives_uci/<dataset>/{is,ais,fresh}/results.csv
+"""
+
+import csv
+import math
+import statistics
+import sys
+from collections import defaultdict
+
+BASELINE = ("bank, Jensen", "mixture")
+FRESH_REFERENCE_K = 16
+
+
+def read(paths: list[str]) -> dict[tuple[str, str, int, str], dict[int, tuple[float, float]]]:
+    """(dataset, training, K, strategy) -> seed -> (test NLL, log Z standard error or 0)."""
+    rows: dict[tuple[str, str, int, str], dict[int, tuple[float, float]]] = defaultdict(dict)
+    for path in paths:
+        ais = "/ais/" in path
+        with open(path) as lines:
+            for row in csv.DictReader(lines):
+                fresh_training = row["training"].startswith(("fresh", "mixture objective"))
+                if not row["test_nll"] or (ais and row["strategy"] != "poe") or fresh_training != ("/fresh/" in path):
+                    continue  # fresh-mask runs are scored on 1000 fresh masks, in the fresh/ table only
+                strategy = row["strategy"] + (" (AIS)" if ais else " (IS)" if row["strategy"] == "poe" else "")
+                key = row["dataset"], row["training"], int(row["num_masks"]), strategy
+                rows[key][int(row["seed"])] = float(row["test_nll"]), float(row["log_z_stderr"] or 0.0)
+    return rows
+
+
+def paired(values: dict[int, tuple[float, float]], baseline: dict[int, tuple[float, float]]) -> str:
+    seeds = sorted(set(values) & set(baseline))
+    if len(seeds) < 2:
+        return "— | —"
+    differences = [values[s][0] - baseline[s][0] for s in seeds]
+    seed_error = statistics.stdev(differences) / math.sqrt(len(seeds))
+    log_z_error = math.sqrt(sum(values[s][1] ** 2 + baseline[s][1] ** 2 for s in seeds)) / len(seeds)
+    mean, error = statistics.fmean(differences), math.hypot(seed_error, log_z_error)
+    return f"{mean:+.3f} ± {error:.3f} | {'yes' if abs(mean) > 2 * error else 'no'}"
+
+
+def main(paths: list[str]) -> None:
+    rows = read(paths)
+    print("| dataset | training | K | tested as | test NLL (mean ± std over seeds) | log Z stderr (mean) "
+          f"| − bank mixture, same seed and K ({FRESH_REFERENCE_K} for fresh masks) | beyond 2σ |")
+    print("|---|---|---:|---|---:|---:|---:|---|")
+    for (dataset, training, k, strategy), values in sorted(rows.items()):
+        nlls = [nll for nll, _ in values.values()]
+        spread = statistics.stdev(nlls) if len(nlls) > 1 else math.nan
+        stderr = statistics.fmean(error for _, error in values.values())
+        fresh = training.startswith(("fresh", "mixture objective"))
+        baseline = rows.get((dataset, BASELINE[0], FRESH_REFERENCE_K if fresh else k, BASELINE[1]), {})
+        print(f"| {dataset} | {training} | {'—' if fresh else k} | {strategy} | {statistics.fmean(nlls):.2f} ± "
+              f"{spread:.2f} | {stderr:.3f} | {paired(values, baseline)} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
