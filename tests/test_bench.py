@@ -197,3 +197,14 @@ def test_naive_sampler_with_cached_weights_still_matches_incremental():
     mask = model.mask(1)
     assert torch.equal(sample_naive(model, mask, 50, uniform), sample_incremental(model, mask, 50, uniform))
     assert model.hidden[0]._masked_weight_cache is None
+
+
+def test_packed_step_breakdown_parts_add_up_and_a_tiny_packed_sweep_runs(tmp_path, monkeypatch):
+    from made_exp.cli import bench_packed
+
+    parts = bench_packed.step_breakdown(3, input_dim=8, hidden=16, batch_size=10, steps=2, repeats=1, warmup=1)
+    assert all(math.isfinite(value) and value > 0 for key, value in parts.items() if not key.endswith("other_ms"))
+    assert parts["step_3_packed_ms"] == pytest.approx(
+        parts["step_3_gemm_ms"] + parts["step_3_optimiser_ms"] + parts["step_3_other_ms"])
+    seconds = bench_packed.sweep_seconds("packed", 2, 1, tmp_path / "sweep")
+    assert seconds > 0 and len(list((tmp_path / "sweep").glob("*/results.json"))) == 2
