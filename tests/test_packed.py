@@ -151,8 +151,8 @@ def test_runs_that_cannot_pack_run_alone_in_the_same_sweep(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_stops_a_pack_and_rerunning_the_sweep_continues_it(tmp_path):
-    args = ["-m", "hydra/launcher=packed", *SMALL, "callbacks.early_stopping.patience=100", "trainer.max_epochs=12",
-            "seed=0,1,2"]
+    args = ["-m", "hydra/launcher=packed", "hydra.launcher.workers=2", *SMALL, "callbacks.early_stopping.patience=100",
+            "trainer.max_epochs=12", "seed=0,1,2"]  # two packs (2 + 1 runs) in two threads
     whole = made_train([*args, f"hydra.sweep.dir={tmp_path / 'whole'}"], tmp_path)
     assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
     sweep = tmp_path / "stopped"
