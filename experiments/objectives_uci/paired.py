@@ -4,7 +4,10 @@ Every row is set against the bank of the same K tested on its uniform mixture (t
 fresh-mask training against the K = 16 bank. The uncertainty of a mean difference combines the spread over seeds
 (standard error of the paired differences) with the product of experts' log Z (its standard error per seed, by
 importance sampling or AIS, enters the NLL one to one). A difference counts as real ("yes") only where it exceeds
-twice that combined uncertainty.
+twice that combined uncertainty, and never where log Z cannot be trusted: where AIS's effective sample size is
+below ``MIN_AIS_ESS`` of its 1000 chains (a few chains carry the estimate and the delta-method standard error means
+little), or where importance sampling and AIS differ by more than three combined standard errors. Both estimates
+are biased low, so an untrusted product's NLL is flattered.
 
     python experiments/objectives_uci/paired.py experiments/objectives_uci/<dataset>/{is,ais,fresh}/results.csv
 """
@@ -16,11 +19,12 @@ import sys
 from collections import defaultdict
 
 BASELINE = ("bank, Jensen", "mixture")
+MIN_AIS_ESS = 100.0  # of 1000 chains: 10%
 FRESH_REFERENCE_K = 16
 
 
-def read(paths: list[str]) -> dict[tuple[str, str, int, str], dict[int, tuple[float, float]]]:
-    """(dataset, training, K, strategy) -> seed -> (test NLL, log Z standard error or 0)."""
+def read(paths: list[str]) -> dict[tuple[str, str, int, str], dict[int, tuple[float, float, float]]]:
+    """(dataset, training, K, strategy) -> seed -> (test NLL, log Z standard error or 0, AIS's ESS or nan)."""
     rows: dict[tuple[str, str, int, str], dict[int, tuple[float, float]]] = defaultdict(dict)
     for path in paths:
         ais = "/ais/" in path
@@ -31,11 +35,12 @@ def read(paths: list[str]) -> dict[tuple[str, str, int, str], dict[int, tuple[fl
                     continue  # fresh-mask runs are scored on 1000 fresh masks, in the fresh/ table only
                 strategy = row["strategy"] + (" (AIS)" if ais else " (IS)" if row["strategy"] == "poe" else "")
                 key = row["dataset"], row["training"], int(row["num_masks"]), strategy
-                rows[key][int(row["seed"])] = float(row["test_nll"]), float(row["log_z_stderr"] or 0.0)
+                ess = float(row.get("effective_sample_size") or "nan")
+                rows[key][int(row["seed"])] = float(row["test_nll"]), float(row["log_z_stderr"] or 0.0), ess
     return rows
 
 
-def paired(values: dict[int, tuple[float, float]], baseline: dict[int, tuple[float, float]]) -> str:
+def paired(values: dict[int, tuple[float, float, float]], baseline: dict[int, tuple[float, float, float]]) -> str:
     seeds = sorted(set(values) & set(baseline))
     if len(seeds) < 2:
         return "— | —"
@@ -46,19 +51,36 @@ def paired(values: dict[int, tuple[float, float]], baseline: dict[int, tuple[flo
     return f"{mean:+.3f} ± {error:.3f} | {'yes' if abs(mean) > 2 * error else 'no'}"
 
 
+def log_z_trusted(rows: dict, key: tuple[str, str, int, str]) -> bool:
+    """Whether this row's log Z can be trusted (always, for strategies without one): AIS's mean ESS is at least
+    ``MIN_AIS_ESS`` and the IS and AIS estimates agree."""
+    if not key[3].startswith("poe ("):
+        return True
+    estimates = [rows.get((*key[:3], f"poe ({method})"), {}) for method in ("IS", "AIS")]
+    seeds = sorted(set(estimates[0]) & set(estimates[1]))
+    if not seeds or statistics.fmean(estimates[1][s][2] for s in seeds) < MIN_AIS_ESS:
+        return False
+    gap = statistics.fmean(estimates[0][s][0] - estimates[1][s][0] for s in seeds)
+    error = math.sqrt(sum(estimates[0][s][1] ** 2 + estimates[1][s][1] ** 2 for s in seeds)) / len(seeds)
+    return abs(gap) <= 3 * error
+
+
 def main(paths: list[str]) -> None:
     rows = read(paths)
     print("| dataset | training | K | tested as | test NLL (mean ± std over seeds) | log Z stderr (mean) "
           f"| − bank mixture, same seed and K ({FRESH_REFERENCE_K} for fresh masks) | beyond 2σ |")
     print("|---|---|---:|---|---:|---:|---:|---|")
     for (dataset, training, k, strategy), values in sorted(rows.items()):
-        nlls = [nll for nll, _ in values.values()]
+        nlls = [nll for nll, _, _ in values.values()]
         spread = statistics.stdev(nlls) if len(nlls) > 1 else math.nan
-        stderr = statistics.fmean(error for _, error in values.values())
+        stderr = statistics.fmean(error for _, error, _ in values.values())
         fresh = training.startswith(("fresh", "mixture objective"))
         baseline = rows.get((dataset, BASELINE[0], FRESH_REFERENCE_K if fresh else k, BASELINE[1]), {})
+        verdict = paired(values, baseline)
+        if not log_z_trusted(rows, (dataset, training, k, strategy)) and not fresh:
+            verdict = verdict.rsplit(" | ", 1)[0] + " | log Z untrusted"
         print(f"| {dataset} | {training} | {'—' if fresh else k} | {strategy} | {statistics.fmean(nlls):.2f} ± "
-              f"{spread:.2f} | {stderr:.3f} | {paired(values, baseline)} |")
+              f"{spread:.2f} | {stderr:.3f} | {verdict} |")
 
 
 if __name__ == "__main__":
