@@ -25,8 +25,11 @@ def environment(log_dir: Path) -> dict:
 
 def start_and_signal(log_dir: Path, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
     """Start a long made-train, send ``signum`` once its first epoch is checkpointed; (result, run dir)."""
+    # a background job of a non-interactive shell (CI started with `&`) inherits SIGINT ignored: undo that here,
+    # as a terminal's Ctrl-C reaches a foreground made-train
     process = subprocess.Popen([str(BIN / "made-train"), *LONG], env=environment(log_dir), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(log_dir.glob("train/runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
