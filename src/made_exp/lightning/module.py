@@ -22,7 +22,7 @@ from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
 from made_exp.errors import DivergenceError
 
-__all__ = ["MADEModule", "DIVERGED_AT"]
+__all__ = ["MADEModule", "DIVERGED_AT", "divergence"]
 
 DIVERGED_AT = 10  # a training loss above this many times D ln 2 (the uniform model's NLL) stops the run
 
@@ -44,6 +44,19 @@ def use_plain_cuda_checks_without_a_driver() -> None:
 
 
 use_plain_cuda_checks_without_a_driver()
+
+
+def divergence(loss: float, input_dim: int, epoch: int, step: int) -> DivergenceError | None:
+    """The DivergenceError for a mean training loss (nats per example) that is not finite or above ``DIVERGED_AT``
+    times the uniform model's D ln 2, which no sane run reaches after its first steps; None for a sane loss."""
+    uniform = input_dim * math.log(2)
+    if math.isfinite(loss) and loss <= DIVERGED_AT * uniform:
+        return None
+    return DivergenceError(
+        f"training diverged at epoch {epoch}, step {step}: mean loss {loss:.4g} nats, above {DIVERGED_AT} x D ln 2 = "
+        f"{DIVERGED_AT * uniform:.4g} (the uniform model's); the run dir keeps checkpoints/last.ckpt of the last "
+        "complete epoch, if any (try a lower optimizer.lr)"
+    )
 
 
 class MADEModule(pl.LightningModule):
@@ -129,16 +142,9 @@ class MADEModule(pl.LightningModule):
         return total / count
 
     def _stop_if_diverged(self, loss: float) -> None:
-        """DivergenceError when the mean loss (nats per example) is not finite or above ``DIVERGED_AT`` times the
-        uniform model's D ln 2, which no sane run reaches after its first steps."""
-        uniform = self.model.input_dim * math.log(2)
-        if math.isfinite(loss) and loss <= DIVERGED_AT * uniform:
-            return
-        raise DivergenceError(
-            f"training diverged at epoch {self.current_epoch}, step {self.global_step}: mean loss {loss:.4g} nats, "
-            f"above {DIVERGED_AT} x D ln 2 = {DIVERGED_AT * uniform:.4g} (the uniform model's); the run dir keeps "
-            "checkpoints/last.ckpt of the last complete epoch, if any (try a lower optimizer.lr)"
-        )
+        error = divergence(loss, self.model.input_dim, self.current_epoch, self.global_step)
+        if error is not None:
+            raise error
 
     def _use_learned_weights(self, ensemble) -> bool:
         """Give a uniform bank ``Mixture`` the weights the learned_mixture objective trained; whether it did."""

@@ -31,10 +31,8 @@ from torch import Tensor
 
 from made_exp.core.ensemble import Mixture
 from made_exp.core.packed import packed_log_prob, packed_mixture_log_prob, shape_key
-from made_exp.errors import DivergenceError
 from made_exp.lightning.loading import build_datamodule, build_module
-from made_exp.lightning.module import DIVERGED_AT, MADEModule
-from made_exp.runs.atomic import write_json_atomic
+from made_exp.lightning.module import MADEModule, divergence
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.rundir import RunDir
 
@@ -300,14 +298,9 @@ def _packed_step(active: list[Member], minibatches: tuple[Tensor, ...]) -> Tenso
 
 
 def _stop_if_diverged(member: Member, loss: float) -> None:
-    """The member fails (``DivergenceError``, as a solo run) when its epoch's mean loss is not finite or above
-    ``DIVERGED_AT`` x D ln 2; the others train on."""
-    uniform = member.model.input_dim * math.log(2)
-    if member.error is None and not (math.isfinite(loss) and loss <= DIVERGED_AT * uniform):
-        member.error = DivergenceError(
-            f"training diverged at epoch {member.epoch}, step {member.step}: loss {loss:.4g} nats, above "
-            f"{DIVERGED_AT} x D ln 2 = {DIVERGED_AT * uniform:.4g} (the uniform model's); the run dir keeps "
-            "checkpoints/last.ckpt of the last complete epoch, if any (try a lower optimizer.lr)")
+    """The member fails (``DivergenceError``, as a solo run) when its epoch's mean loss diverged; others train on."""
+    if member.error is None:
+        member.error = divergence(loss, member.model.input_dim, member.epoch, member.step)
 
 
 def _validate(active: list[Member]) -> None:
@@ -361,11 +354,6 @@ def _end_epoch(member: Member, loggers: list, epoch_log: logging.Logger, seconds
         stopper = member.early_stop
         epoch_log.info(f"early stopping after epoch {stopper.stopped_epoch + 1}: val/nll did not improve for "
                        f"{stopper.patience} validations (best {stopper.best_score:.4f})")
-
-
-def write_error(member: Member) -> None:
-    """``error.json`` for a member that failed inside the pack (the sweep's record of a failed job)."""
-    write_json_atomic(member.run.error, {"error": f"{type(member.error).__name__}: {member.error}", "traceback": []})
 
 
 def test_trainer(cfg: DictConfig, loggers: list) -> pl.Trainer:
