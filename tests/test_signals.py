@@ -93,7 +93,7 @@ def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
     arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"])
-    assert arguments == ["model.num_masks=4", f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"]
+    assert arguments == ["model.num_masks=4", f"resume='{tmp_path}'", "trainer.max_epochs=9", "data=dna"]
     with pytest.raises(ConfigError, match="contradicts"):
         resume_arguments([f"resume={tmp_path}", "model.num_masks=8"])
     assert resume_arguments(["data=dna"]) == ["data=dna"]
@@ -113,4 +113,22 @@ def test_a_key_repeated_on_the_command_line_counts_by_its_last_value(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
     given = ["trainer.max_epochs=2", "trainer.max_epochs=4", f"resume={tmp_path}"]
-    assert resume_arguments(given) == given
+    assert resume_arguments(given) == [*given[:2], f"resume='{tmp_path}'"]
+
+
+def test_a_multirun_job_resumes_from_its_dir_whose_name_holds_the_overrides(tmp_path):
+    """A sweep job's dir is named by its overrides (``0_data=synthetic,seed=3``): ``=`` and ``,`` that Hydra's
+    override grammar would split on. ``made-train resume=<that dir>`` as written (or Hydra-quoted) continues it."""
+    tiny = ["data=synthetic", "model.hidden_sizes=[16]", "logger=csv", "module.num_samples=0",
+            "~callbacks.rich_progress_bar", "trainer.max_epochs=2"]
+    swept = made_train(["-m", *tiny, "seed=3", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    (job_dir,) = [path.parent for path in (tmp_path / "sweep").glob("*/results.json")]
+    assert {"=", ","} <= set(job_dir.name)
+    (job_dir / "results.json").unlink()  # as if the job had been stopped after its last epoch
+    resumed = made_train([f"resume={job_dir}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((job_dir / "results.json").read_text())["config"]["seed"] == 3
+    again = made_train([f"resume='{job_dir}'", "overwrite=true"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (tmp_path / "train" / "runs").exists()  # both continued in the job's own dir, not a new run dir

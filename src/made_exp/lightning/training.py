@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -152,7 +153,8 @@ def _stopped_by_signals(output_dir: Path) -> Iterator[None]:
     except SystemExit as stop:
         sigterm = isinstance(stop, SIGTERMException)
         last = RunDir(output_dir).last_checkpoint
-        state = (f"{last} holds the last complete epoch; continue with: made-train resume={output_dir}"
+        resume = shlex.quote(f"resume={output_dir}")
+        state = (f"{last} holds the last complete epoch; continue with: made-train {resume}"
                  if last.is_file() else "no epoch finished, so there is nothing to resume")
         if rank_zero_only.rank == 0:
             print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}", file=sys.stderr)

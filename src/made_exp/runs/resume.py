@@ -5,9 +5,14 @@ A resumed run is composed from the overrides it was started with (``.hydra/overr
 to train longer) but not contradict a saved one: that is refused before anything in the run dir changes.
 A lock file keeps a second resume of the same run out while the first is alive.
 
+The run dir is taken as written, whatever it holds: a multirun job's dir (``3_data=dna,seed=1``) has the
+``=`` and ``,`` that Hydra's override grammar would split on, so the value is quoted for Hydra here.
+
 Example:
     >>> override_key("+trainer.max_time=00:01:00:00"), override_key("~callbacks.rich_progress_bar")
     ('trainer.max_time', 'callbacks.rich_progress_bar')
+    >>> hydra_resume_argument("runs/3_data=dna,seed=1")
+    "resume='runs/3_data=dna,seed=1'"
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from omegaconf import OmegaConf
 from made_exp.runs.config import ConfigError
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["override_key", "resumed_run", "resume_arguments", "last_checkpoint", "lock_run"]
+__all__ = ["override_key", "resumed_run", "resume_arguments", "hydra_resume_argument", "last_checkpoint", "lock_run"]
 
 _RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
 
@@ -40,7 +45,20 @@ def _saved_overrides(run_dir: Path) -> list[str]:
 
 def _value(arguments: list[str], key: str) -> str | None:
     value = next((a.split("=", 1)[1] for a in arguments if override_key(a) == key and "=" in a), None)
-    return None if value in (None, "", "null") else value
+    return None if value in (None, "", "null") else _unquoted(value)
+
+
+def _unquoted(value: str) -> str:
+    """``value`` without the quotes of a Hydra quoted string (``'a=b'`` or ``"a=b"``), else as it is."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1].replace("\\" + value[0], value[0])
+    return value
+
+
+def hydra_resume_argument(run_dir: str) -> str:
+    """``resume=<run_dir>`` quoted so that Hydra's override grammar reads any path as one string."""
+    path = _unquoted(run_dir).replace("'", "\\'")
+    return f"resume='{path}'"
 
 
 def resumed_run(arguments: list[str]) -> Path | None:
@@ -75,6 +93,7 @@ def resume_arguments(arguments: list[str]) -> list[str]:
         if key in saved_by_key and argument != saved_by_key[key]:
             raise ConfigError(f"resume={resume}: {argument} contradicts the run's own {saved_by_key[key]} "
                               "(leave it out: the run's overrides are used)")
+    arguments = [hydra_resume_argument(resume) if override_key(a) == "resume" else a for a in arguments]
     return [o for o in saved if o not in arguments] + arguments
 
 
