@@ -2,12 +2,14 @@
 checkpoint (the mixture weights too) and resume to the result of a run never stopped."""
 
 import csv
+import logging
 
 import pytest
 import torch
 
 from conftest import compose_train
 from made_exp.lightning import training as train_module
+from made_exp.lightning.logs import EpochLog
 
 SMALL = ["data=synthetic", "data.input_dim=8", "data.num_train=400", "model.hidden_sizes=[32]", "model.num_masks=4",
          "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar", "trainer.deterministic=true"]
@@ -48,3 +50,20 @@ def test_poe_training_lowers_the_normalised_product_nll_below_jensen_training(tm
     jensen = train(tmp_path, "jensen", ["masks=cycle", "ensemble=poe", "trainer.max_epochs=6"])
     poe = train(tmp_path, "poe", ["masks=poe_objective", "trainer.max_epochs=6"])
     assert poe["metrics"]["test/nll"] < jensen["metrics"]["test/nll"]
+
+
+def test_the_epoch_line_shows_the_sampled_log_z_and_warns_once_when_its_ess_collapses(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="made_exp"):
+        train(tmp_path, "poe", ["masks=poe_objective", "masks.log_z=importance", "trainer.max_epochs=2"])
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/2")]
+    assert len(epoch_lines) == 1 and "log Z " in epoch_lines[0] and "ESS " in epoch_lines[0], epoch_lines
+    caplog.clear()
+    epoch_log = EpochLog()
+    metrics = {"train/log_z": -9.3, "train/log_z_stderr": 0.6}
+    with caplog.at_level(logging.WARNING, logger="made_exp"):
+        healthy = epoch_log._log_z_part({**metrics, "train/effective_sample_fraction": 0.6}, epoch=1)
+        for epoch in (2, 3):
+            epoch_log._log_z_part({**metrics, "train/effective_sample_fraction": 0.018}, epoch=epoch)
+    assert healthy == "log Z -9.30 ± 0.60  ESS 60.0%"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith("epoch 2: the importance-sampled log Z keeps 1.8% of its")

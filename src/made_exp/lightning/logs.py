@@ -47,15 +47,21 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+LOW_EFFECTIVE_SAMPLE_FRACTION = 0.05  # below it an importance-sampled log Z is dominated by a few samples
+
+
 class EpochLog(pl.Callback):
     """Logs ``epoch E/N  train T  val V (best B)  S s`` for each finished epoch, and why training stopped.
 
+    An objective that estimates log Z by importance sampling (``masks=poe_objective``) adds ``log Z L ± E
+    ESS F%`` and is warned about, once, when the effective sample fraction falls below 5%.
     An epoch is logged when the next one starts or training ends: only then has Lightning run every hook that
     logs its metrics (validation runs before the epoch's own end hooks).
     """
 
     def __init__(self) -> None:
         self._started: float | None = None
+        self._warned_low_ess = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
@@ -82,5 +88,18 @@ class EpochLog(pl.Callback):
         checkpoint = best_checkpoint(trainer)
         if checkpoint is not None and checkpoint.best_model_score is not None:
             parts.append(f"(best val {float(checkpoint.best_model_score):.4f})")
+        if "train/effective_sample_fraction" in metrics:
+            parts.append(self._log_z_part(metrics, epoch))
         parts.append(f"{time.perf_counter() - self._started:.1f} s")
         log.info("  ".join(parts))
+
+    def _log_z_part(self, metrics: dict, epoch: int) -> str:
+        """``log Z L ± E  ESS F%`` of the epoch's importance-sampled log Z; a warning the first time F < 5%."""
+        fraction = float(metrics["train/effective_sample_fraction"])
+        if fraction < LOW_EFFECTIVE_SAMPLE_FRACTION and not self._warned_low_ess:
+            self._warned_low_ess = True
+            log.warning(f"epoch {epoch}: the importance-sampled log Z keeps {fraction:.1%} of its samples effective: "
+                        "log Z, its gradient and val/nll are biased low (val/nll optimistic); raise "
+                        "masks.log_z_samples, and score the product with poe.log_z_method=ais")
+        return (f"log Z {float(metrics['train/log_z']):.2f} ± {float(metrics['train/log_z_stderr']):.2f}  "
+                f"ESS {fraction:.1%}")
