@@ -223,7 +223,8 @@ def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None
         "seeds. K: masks in the trained bank, all of them combined. Mean single mask: the masks' test NLLs "
         "averaged (Jensen: the mixture is never worse). Learned mixture: weights fitted by EM on the validation "
         "split, eff. masks = exp(entropy of the weights). Product of experts: normalised by log Z (exact for "
-        "D <= 20, else importance-sampled, unless poe.log_z_method says otherwise; mean stderr shown); its "
+        "D <= poe.exact_max_dim, 20 unless set, else importance-sampled, unless poe.log_z_method says otherwise; "
+        "mean stderr shown); its "
         "unnormalised NLL drops log Z <= 0 and so bounds the true NLL above. Logit average is NOT a normalised "
         "distribution: its number is a score, not comparable with the test NLLs. "
         f"Settings: {settings_text(overrides)}.",
