@@ -72,6 +72,20 @@ def test_eval_scores_the_checkpoint_under_an_ensemble(dna_run, ensemble):
 
 @pytest.mark.slow
 @needs_data
+def test_eval_in_a_shell_without_made_data_dir_reads_the_data_the_run_trained_on(dna_run, tmp_path):
+    """A run trained with $MADE_DATA_DIR set, scored later where it is not: the directory it trained from,
+    not the (empty) cache or a download (any download would fail here: the proxy is a closed local port)."""
+    env = {key: value for key, value in os.environ.items() if key != "MADE_DATA_DIR"}
+    env.update(MADE_CACHE_DIR=str(tmp_path / "empty cache"), https_proxy="http://127.0.0.1:9", WANDB_MODE="offline")
+    result = subprocess.run([str(BIN / "made-eval"), str(dna_run), "--out", str(tmp_path / "eval.json")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads((tmp_path / "eval.json").read_text())["metrics"]["test/nll"]
+    assert scored == pytest.approx(json.loads((dna_run / "results.json").read_text())["metrics"]["test/nll"])
+
+
+@pytest.mark.slow
+@needs_data
 def test_sample_writes_a_png(dna_run, tmp_path):
     out = tmp_path / "grid.png"
     result = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "16", "--out", str(out)], tmp_path)

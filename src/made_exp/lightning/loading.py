@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def load_run(
         raise RunDirError(f"{run_dir}: no .hydra/config.yaml (is this a made-train run dir?)")
     cfg = _with_current_targets(OmegaConf.load(config_path))
     OmegaConf.update(cfg, "paths.output_dir", str(run_dir), force_add=True)
+    _data_dir_it_trained_on(cfg, run_dir)
     if ensemble is not None:
         cfg.ensemble = ensemble
     datamodule = build_datamodule(cfg.data)
@@ -88,6 +90,19 @@ def load_run(
     except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as error:
         raise RunDirError(f"{path}: cannot load it into this run's model ({str(error).splitlines()[0]})") from error
     return cfg, datamodule, module, path
+
+
+def _data_dir_it_trained_on(cfg: DictConfig, run_dir: Path) -> None:
+    """Where ``cfg.data.data_dir`` resolves to nothing here (``$MADE_DATA_DIR`` unset in this shell), use the
+    directory the run trained from (its ``results.json``) if it still exists, rather than the cache or a download."""
+    if "data_dir" not in cfg.data or OmegaConf.select(cfg, "data.data_dir", throw_on_missing=False) is not None:
+        return
+    try:
+        recorded = json.loads(RunDir(run_dir).results.read_text())["config"]["data"].get("data_dir")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unfinished, or not what made-train wrote
+        return
+    if recorded and Path(recorded).is_dir():
+        cfg.data.data_dir = recorded
 
 
 def _with_current_targets(cfg: DictConfig) -> DictConfig:
