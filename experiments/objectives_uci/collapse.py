@@ -1,0 +1,70 @@
+"""How the PoE objective's importance-sampled log Z behaves during training: the per-epoch estimate and its
+effective sample fraction (ESS/S), read from each ``masks=poe_objective`` run's CSV log.
+
+    python experiments/objectives_uci/collapse.py <runs dir> experiments/objectives_uci/poe_objective_log_z.png
+
+One line per run, coloured by dataset; the table printed beside gives, per run, ESS/S and log Z after epochs 1
+and 10 and at the last epoch.
+"""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLOURS = {"dna": "tab:blue", "mushrooms": "tab:green", "nips": "tab:red"}
+
+
+def poe_objective_runs(root: Path) -> list[Path]:
+    """The finished ``masks=poe_objective`` run dirs under ``root``, sorted."""
+    runs = []
+    for results in sorted(root.rglob("results.json")):
+        if json.loads(results.read_text())["config"]["masks"].get("objective") == "poe":
+            runs.append(results.parent)
+    return runs
+
+
+def per_epoch(run: Path) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, log Z estimates, ESS/S) of ``run``, one entry per training epoch (1-based); a resumed run has a
+    CSV log per start (``version_0``, ``version_1``, ...), the later one holding a repeated epoch."""
+    by_epoch = {}
+    for metrics in sorted(run.glob("csv/version_*/metrics.csv"), key=lambda path: int(path.parent.name[8:])):
+        with open(metrics) as lines:
+            by_epoch.update({int(row["epoch"]) + 1: row for row in csv.DictReader(lines) if row.get("train/log_z")})
+    epochs = sorted(by_epoch)
+    return (epochs, [float(by_epoch[e]["train/log_z"]) for e in epochs],
+            [float(by_epoch[e]["train/effective_sample_fraction"]) for e in epochs])
+
+
+def main(root: Path, out: Path) -> None:
+    figure, (log_z_axis, ess_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    print("| run | samples S | ESS/S epoch 1 / 10 / last | log Z epoch 1 / 10 / last | epochs |")
+    print("|---|---:|---|---|---:|")
+    for run in poe_objective_runs(root):
+        config = json.loads((run / "results.json").read_text())["config"]
+        dataset, samples = config["data"]["name"], config["masks"]["log_z_samples"]
+        epochs, log_z, fraction = per_epoch(run)
+        style = {"color": COLOURS.get(dataset, "grey"), "alpha": 0.7, "lw": 1}
+        log_z_axis.plot(epochs, log_z, **style)
+        ess_axis.plot(epochs, fraction, **style)
+        picks = [0, min(9, len(epochs) - 1), len(epochs) - 1]
+        print(f"| {run.name} | {samples} | {' / '.join(f'{fraction[i]:.1%}' for i in picks)} | "
+              f"{' / '.join(f'{log_z[i]:.1f}' for i in picks)} | {epochs[-1]} |")
+    for dataset, colour in COLOURS.items():
+        log_z_axis.plot([], [], color=colour, label=dataset)
+    log_z_axis.set(xlabel="epoch", ylabel="training log Z estimate (nats)", title="log Z by SNIS from the mixture")
+    ess_axis.set(xlabel="epoch", ylabel="ESS / S", yscale="log", title="effective sample fraction")
+    ess_axis.axhline(0.05, color="black", ls=":", lw=1, label="warning threshold (5%)")
+    log_z_axis.legend()
+    ess_axis.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
