@@ -7,4 +7,4 @@ made-train -m experiment=objectives_uci "data=$data" masks=cycle model.num_masks
   "hydra.sweep.dir=$dir/$data/k1"
 made-train -m experiment=objectives_uci "data=$data" "hydra.sweep.dir=$dir/$data/banks"
 made-train -m experiment=objectives_uci "data=$data" masks=fresh,mixture_objective model.num_masks=1 seed=0,1,2 \
-  trainer.max_epochs=3000   "hydra.sweep.dir=$dir/$data/fresh"
+  trainer.max_epochs=3000 "hydra.sweep.dir=$dir/$data/fresh"
