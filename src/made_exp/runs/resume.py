@@ -56,8 +56,9 @@ def _unquoted(value: str) -> str:
 
 
 def hydra_resume_argument(run_dir: str) -> str:
-    """``resume=<run_dir>`` quoted so that Hydra's override grammar reads any path as one string."""
-    path = _unquoted(run_dir).replace("'", "\\'")
+    """``resume=<run_dir>`` quoted so that Hydra's override grammar reads any path (as written, unquoted) as one
+    string; ``_unquoted`` reads it back."""
+    path = run_dir.replace("'", "\\'")
     return f"resume='{path}'"
 
 
