@@ -17,23 +17,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from made_exp.runs.records import results_files  # noqa: E402
+
 COLOURS = {"dna": "tab:blue", "mushrooms": "tab:green", "nips": "tab:red"}
 
 
-def poe_objective_runs(root: Path) -> list[Path]:
-    """The finished ``masks=poe_objective`` run dirs under ``root``, sorted."""
-    runs = []
-    for results in sorted(root.rglob("results.json")):
-        if json.loads(results.read_text())["config"]["masks"].get("objective") == "poe":
-            runs.append(results.parent)
-    return runs
+def poe_objective_runs(root: Path) -> list[tuple[Path, dict]]:
+    """(run dir, its config) of every finished ``masks=poe_objective`` run under ``root``, sorted."""
+    configs = [(path.parent, json.loads(path.read_text())["config"]) for path in results_files(root)]
+    return [(run, config) for run, config in configs if config["masks"].get("objective") == "poe"]
 
 
 def per_epoch(run: Path) -> tuple[list[int], list[float], list[float]]:
     """(epochs, log Z estimates, ESS/S) of ``run``, one entry per training epoch (1-based); a resumed run has a
     CSV log per start (``version_0``, ``version_1``, ...), the later one holding a repeated epoch."""
     by_epoch = {}
-    for metrics in sorted(run.glob("csv/version_*/metrics.csv"), key=lambda path: int(path.parent.name[8:])):
+    logs = sorted(run.glob("csv/version_*/metrics.csv"), key=lambda log: int(log.parent.name.removeprefix("version_")))
+    for metrics in logs:
         with open(metrics) as lines:
             by_epoch.update({int(row["epoch"]) + 1: row for row in csv.DictReader(lines) if row.get("train/log_z")})
     epochs = sorted(by_epoch)
@@ -45,8 +45,7 @@ def main(root: Path, out: Path) -> None:
     figure, (log_z_axis, ess_axis) = plt.subplots(1, 2, figsize=(11, 4))
     print("| run | samples S | ESS/S epoch 1 / 10 / last | log Z epoch 1 / 10 / last | epochs |")
     print("|---|---:|---|---|---:|")
-    for run in poe_objective_runs(root):
-        config = json.loads((run / "results.json").read_text())["config"]
+    for run, config in poe_objective_runs(root):
         dataset, samples = config["data"]["name"], config["masks"]["log_z_samples"]
         epochs, log_z, fraction = per_epoch(run)
         style = {"color": COLOURS.get(dataset, "grey"), "alpha": 0.7, "lw": 1}
