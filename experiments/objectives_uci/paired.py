@@ -25,7 +25,7 @@ FRESH_REFERENCE_K = 16
 
 def read(paths: list[str]) -> dict[tuple[str, str, int, str], dict[int, tuple[float, float, float]]]:
     """(dataset, training, K, strategy) -> seed -> (test NLL, log Z standard error or 0, AIS's ESS or nan)."""
-    rows: dict[tuple[str, str, int, str], dict[int, tuple[float, float]]] = defaultdict(dict)
+    rows: dict[tuple[str, str, int, str], dict[int, tuple[float, float, float]]] = defaultdict(dict)
     for path in paths:
         ais = "/ais/" in path
         with open(path) as lines:
