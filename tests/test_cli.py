@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_robustness import assert_one_line_error
 
@@ -60,7 +61,9 @@ def test_train_writes_results_checkpoints_and_logs(dna_run):
 def test_eval_scores_the_checkpoint_under_an_ensemble(dna_run, ensemble):
     result = run([str(BIN / "made-eval"), str(dna_run), "--ensemble", ensemble], dna_run.parent)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((dna_run / f"eval_{ensemble}.json").read_text())["metrics"]
+    evaluation = json.loads((dna_run / f"eval_{ensemble}.json").read_text())
+    assert evaluation["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --accelerator auto
+    metrics = evaluation["metrics"]
     if ensemble == "logit_average":
         assert "test/nll" not in metrics and "test/unnormalised_nll" in metrics
     else:
@@ -161,6 +164,13 @@ def test_a_truncated_checkpoint_is_one_line_naming_it_and_best_never_silently_be
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((broken / "eval_mixture.json").read_text())["checkpoint"] == str(broken / "checkpoints" /
                                                                                        "last.ckpt")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_eval_on_a_gpu_where_there_is_none_is_one_line_and_writes_nothing(tmp_path):
+    result = run([str(BIN / "made-eval"), str(tmp_path), "--accelerator", "gpu"], tmp_path)
+    assert_one_line_error(result, "--accelerator gpu", "no GPU")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_every_config_group_and_its_options_but_no_internal_schema(tmp_path):

@@ -104,3 +104,28 @@ def test_a_packed_sweep_on_the_gpu_matches_the_same_sweep_run_alone(tmp_path):
                          for launcher in ("packed", "basic"))
         assert packed["packed_with"] == 3 and packed["epochs"] == alone["epochs"] == 3
         assert packed["metrics"]["test/nll"] == pytest.approx(alone["metrics"]["test/nll"], abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR")
+def test_made_eval_scores_on_the_gpu_as_on_the_cpu(tmp_path):
+    """The product of experts with log Z by AIS, scored on the GPU (the default where there is one) and on the CPU:
+    the same masks and AIS noise (CPU generators), so the same numbers up to float rounding."""
+    command = [sys.executable, "-m", "made_exp.cli.train", "data=dna", "logger=csv", "masks=cycle",
+               "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=2"]
+    env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    scores = {}
+    for accelerator in ("auto", "cpu"):
+        out = tmp_path / f"{accelerator}.json"
+        result = subprocess.run([sys.executable, "-m", "made_exp.cli.evaluate", str(run_dir), "--ensemble", "poe",
+                                 "--set", "log_z_method=ais", "ais_chains=200", "ais_temperatures=20",
+                                 "--accelerator", accelerator, "--out", str(out)],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[accelerator] = json.loads(out.read_text())
+    assert (scores["auto"]["device"], scores["cpu"]["device"]) == ("cuda", "cpu")
+    for key in ("test/nll", "test/ensemble/log_z"):
+        assert scores["auto"]["metrics"][key] == pytest.approx(scores["cpu"]["metrics"][key], abs=1e-4)

@@ -24,6 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from made_exp.cli.evaluate import ACCELERATORS
 from made_exp.errors import UserError
 from made_exp.runs.atomic import csv_text, write_json_atomic, write_text_atomic
 from made_exp.runs.config import compose_ensemble, exit_on_config_error
@@ -80,8 +81,9 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
     return overrides
 
 
-def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]]) -> None:
-    """Write each strategy's evaluation under its ``overrides`` into each run dir that lacks it."""
+def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]], accelerator: str = "auto") -> None:
+    """Write each strategy's evaluation under its ``overrides`` into each run dir that lacks it, scored on
+    ``accelerator`` (made_exp.lightning.evaluation.evaluate)."""
     from made_exp.lightning.evaluation import evaluate  # Lightning and torch: only when there is something to evaluate
 
     for run_dir in runs:
@@ -90,7 +92,7 @@ def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]]) -> None:
             if path.is_file():
                 continue
             print(f"made-compare: evaluating {run_dir.name} under {strategy}", file=sys.stderr)
-            write_json_atomic(path, evaluate(run_dir, strategy, overrides.get(strategy, [])))
+            write_json_atomic(path, evaluate(run_dir, strategy, overrides.get(strategy, []), accelerator=accelerator))
 
 
 def training_label(config: dict) -> str:
@@ -206,12 +208,13 @@ def settings_text(overrides: dict[str, list[str]]) -> str:
     return ", ".join(settings) or "each strategy's conf/ensemble/ file"
 
 
-def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None) -> str:
-    """Evaluate what is missing, then write report.md, results.csv and nll_vs_k.png into ``out``; returns the table."""
+def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None, accelerator: str = "auto") -> str:
+    """Evaluate what is missing (on ``accelerator``), then write report.md, results.csv and nll_vs_k.png into
+    ``out``; returns the table."""
     runs, overrides = find_runs(root), overrides or {}
     for strategy, settings in overrides.items():
         compose_ensemble(strategy, settings)  # a bad --set fails here, before any run is evaluated
-    evaluate_runs(runs, overrides)
+    evaluate_runs(runs, overrides, accelerator)
     rows = collect(runs, overrides)
     summary = summarise(rows)
     table = markdown_table(summary)
@@ -241,10 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path, help="a made-train multirun dir (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, nll_vs_k.png (default: root)")
     parser.add_argument("--set", nargs="*", default=[], metavar="STRATEGY.KEY=VALUE", help="ensemble config overrides")
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
+                        help="where to score runs not yet scored: auto (a GPU where there is one, default), cpu or gpu")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     with exit_on_config_error("made-compare"):
-        table = compare(args.root, args.out or args.root, parse_overrides(args.set))
+        table = compare(args.root, args.out or args.root, parse_overrides(args.set), args.accelerator)
     out = args.out or args.root
     print(table)
     print(f"\nwrote {out / 'report.md'}, {out / 'results.csv'} and {out / 'nll_vs_k.png'}")

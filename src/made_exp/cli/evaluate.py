@@ -3,6 +3,7 @@
 Usage:
     made-eval logs/train/runs/<run> --ensemble poe
     made-eval logs/train/runs/<run> --ensemble mixture --set num_masks=1000 mask_source=fresh
+    made-eval logs/train/runs/<run> --ensemble poe --accelerator cpu   # default auto: a GPU where there is one
 Prints the metrics and writes ``eval_<ensemble>.json`` in the run dir (``eval_<ensemble>.<hash of the --set
 settings>.json`` with ``--set``; or ``--out``).
 """
@@ -17,7 +18,9 @@ from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.config import exit_on_config_error
 from made_exp.runs.rundir import RunDir
 
-__all__ = ["main"]
+__all__ = ["ACCELERATORS", "main"]
+
+ACCELERATORS = ("auto", "cpu", "gpu")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ensemble", default="mixture", help="a conf/ensemble/ name")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ensemble config overrides")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
+                        help="where to score: auto (a GPU where there is one, default), cpu or gpu")
     parser.add_argument("--out", type=Path,
                         help="where to write the JSON (default: RUN_DIR/eval_<ensemble>[.<hash of --set>].json)")
     args = parser.parse_args(argv)
@@ -33,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     from made_exp.lightning.evaluation import evaluate  # torch and Lightning: after --help and argument errors
 
     with exit_on_config_error("made-eval"):
-        results = evaluate(args.run_dir, args.ensemble, args.set, args.checkpoint)
+        results = evaluate(args.run_dir, args.ensemble, args.set, args.checkpoint, args.accelerator)
     print(f"checkpoint: {results['checkpoint']}")
     for key, value in sorted(results["metrics"].items()):
         print(f"{key:<40} {value:.4f}")
