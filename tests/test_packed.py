@@ -150,6 +150,17 @@ def test_runs_that_cannot_pack_run_alone_in_the_same_sweep(tmp_path):
 
 
 @pytest.mark.slow
+def test_runs_with_different_masks_a_step_train_in_separate_packs(tmp_path):
+    """Fresh masks (one a step) and the mixture objective (masks.samples_per_step=4) in one sweep: two packs."""
+    result = made_train(["-m", "hydra/launcher=packed", *SMALL, "masks=fresh,mixture_objective", "seed=0,1",
+                         "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (result.stdout + result.stderr).count("packing 2 runs") == 2
+    for job in range(4):
+        assert json.loads((tmp_path / "sweep" / str(job) / "results.json").read_text())["packed_with"] == 2
+
+
+@pytest.mark.slow
 def test_sigterm_stops_a_pack_and_rerunning_the_sweep_continues_it(tmp_path):
     args = ["-m", "hydra/launcher=packed", "hydra.launcher.workers=2", *SMALL, "callbacks.early_stopping.patience=100",
             "trainer.max_epochs=12", "seed=0,1,2"]  # two packs (2 + 1 runs) in two threads

@@ -222,9 +222,11 @@ def restorable(run_dir: Path) -> bool:
 
 
 def group_key(member: Member) -> tuple:
-    """Members with the same key train in one pack: same tensor shapes, minibatch size and training-set size."""
+    """Members with the same key train in one pack: same tensor shapes, minibatch size, training-set size and number
+    of training masks a step (``masks.samples_per_step``: a packed step runs the members' s-th masks together)."""
     data = member.datamodule
-    return (shape_key(member.model), data.batch_size, len(data.split("train")), str(member.model.output.weight.device))
+    return (shape_key(member.model), data.batch_size, len(data.split("train")), str(member.model.output.weight.device),
+            member.module.masks.samples_per_step)
 
 
 def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger],
