@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,27 @@ def test_eval_in_a_shell_without_made_data_dir_reads_the_data_the_run_trained_on
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads((tmp_path / "eval.json").read_text())["metrics"]["test/nll"]
     assert scored == pytest.approx(json.loads((dna_run / "results.json").read_text())["metrics"]["test/nll"])
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_sigterm_stops_a_long_evaluation_at_once_with_143_and_writes_nothing(dna_run, tmp_path):
+    """Lightning only flags a SIGTERM during a test; an AIS evaluation of hours must still end when a scheduler says."""
+    out = tmp_path / "eval.json"
+    process = subprocess.Popen([str(BIN / "made-eval"), str(dna_run), "--ensemble", "poe", "--set", "log_z_method=ais",
+                                "ais_chains=20000", "ais_temperatures=5000", "--out", str(out)],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    try:
+        for line in process.stderr:  # Lightning's device lines: the trainer exists, the test begins
+            if "TPU available" in line:
+                break
+        time.sleep(3)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and not out.exists()
 
 
 @pytest.mark.slow

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from made_exp.errors import UserError
+from made_exp.errors import STOPPED_BY_SIGTERM, UserError
 from made_exp.lightning.loading import load_run
 from made_exp.lightning.logs import quiet_lightning
 from made_exp.runs.config import compose_ensemble
@@ -37,8 +42,29 @@ def evaluate(
     cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    with _stopped_by_sigterm():
+        trainer.test(module, datamodule=datamodule, verbose=False)
     return {"metrics": module.test_results, "per_mask_nll": module.per_mask_nll, "ensemble": ensemble,
             "overrides": list(overrides or []), "checkpoint": str(path),
             "device": trainer.strategy.root_device.type,
             **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit)}
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """A SIGTERM (a scheduler's warning before it kills) ends the process at once with status 143. Lightning only
+    flags one during a test, which can run for minutes (AIS), and then goes on. Nothing of this evaluation is written;
+    those already written stay (they are written whole). Only the main thread can take signals: elsewhere, as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number: int, frame: object) -> None:
+        print(f"{Path(sys.argv[0]).name}: stopped by SIGTERM; the evaluations written so far are kept", file=sys.stderr)
+        raise SystemExit(STOPPED_BY_SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)  # Lightning calls it after setting its own flag
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
