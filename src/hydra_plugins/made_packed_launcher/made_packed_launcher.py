@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 class PackedLauncher(Launcher):
     """Trains the jobs of a sweep that share tensor shapes as batched models: at most ``max_pack`` runs to a pack,
-    ``workers`` packs at once on a CPU (None: one per core of this job's share)."""
+    ``workers`` packs at once, in threads (None: one per core of this job's share; on a GPU a group is one pack)."""
 
     def __init__(self, max_pack: int = 64, workers: int | None = None) -> None:
         self.max_pack, self.workers = max_pack, workers

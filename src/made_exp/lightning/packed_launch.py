@@ -219,7 +219,7 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
         configs.append(cfg)
     pack = _Pack(max_pack, workers or cores)
     log.info(f"launching {len(configs)} jobs, packing those that share shapes (at most {max_pack} to a pack, "
-             f"{pack.workers} packs at once on a CPU)")
+             f"up to {pack.workers} packs at once)")
     _run_each(hydra_context, config, configs, lambda cfg: pack.set_up)
     try:
         pack.train()
