@@ -9,7 +9,8 @@
 # 2. Scores them with made-compare on the GPU as score.sh scores the UCI runs, until DEADLINE seconds after the start:
 #    the banks with the product's log Z by importance sampling (reports/is) and by AIS (reports/ais), then the
 #    fresh-mask and mixture-objective runs on 1000 fresh masks (reports/fresh, reports/mixture_objective).
-# 3. Writes $OUT/runs.tar.part-* (the log dir, best.ckpt reduced to the weights, no last.ckpt) and $OUT/run_gpu.log.
+# 3. Writes $OUT/runs.tar.gz (the log dir without checkpoints), $OUT/checkpoints.tar.part-* (each best.ckpt reduced
+#    to the weights, as many 15 MB parts as the device returns) and $OUT/run_gpu.log.
 # DATA, TRAINER, TRAIN_SECONDS, DEADLINE and PYTHON change the defaults (a CPU rehearsal: DATA=dna TRAINER=default).
 set -u
 LOG=$1 OUT=${OUT:?set OUT}
@@ -69,6 +70,12 @@ for run in "$LOG"/fresh/*/ "$LOG"/mixture_objective/*/; do
     poe.num_importance_samples=2000 &
 done
 wait
+# The device returns at most 8 files of 16 MiB, 64 MiB in all: everything but the checkpoints in one archive first,
+# then the best checkpoints (weights only, 6.3 MB each at 784-500-784) in at most 4 parts; what does not fit stays.
 "$PY" "$HELPER" weights "$LOG"
-tar -C "$LOG" --exclude=last.ckpt -cf - . | split -b 15M - "$OUT/runs.tar.part-"
+tar -C "$LOG" --exclude=checkpoints -czf "$OUT/runs.tar.gz" .
+(cd "$LOG" && find . -name best.ckpt | sort | tar -cf - -T -) | split -b 15M - "$LOG/checkpoints.tar.part-"
+for part in "$LOG"/checkpoints.tar.part-*; do
+  if [ "$(ls "$OUT" | grep -c checkpoints)" -lt 4 ]; then mv "$part" "$OUT/"; else note "left behind: $(basename "$part")"; fi
+done
 note "done"
