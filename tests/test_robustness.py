@@ -40,6 +40,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "Error executing job" not in result.stderr  # Hydra's own line for a failed job: ours is the one
     for fragment in fragments:
         assert fragment in errors[0]
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["STOPPED_BY_SIGTERM", "STOPPED_BY_SIGINT", "UserError", "RunDirError", "DivergenceError",
+__all__ = ["STOPPED_BY_SIGTERM", "STOPPED_BY_SIGINT", "UserError", "UserErrorInJob", "RunDirError", "DivergenceError",
            "exit_on_user_error"]
 
 
@@ -30,6 +30,16 @@ class DivergenceError(UserError):
     """Training diverged (a non-finite or absurdly large loss): a setting to change, not a bug to trace."""
 
 
+class UserErrorInJob(BaseException):
+    """Carries a UserError out of a Hydra job. Hydra's ``run_job`` catches an ``Exception`` and writes its own
+    "Error executing job with overrides" line before raising it again; a BaseException passes through untouched,
+    so ``exit_on_user_error`` prints the one line."""
+
+    def __init__(self, error: UserError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def show_tracebacks() -> bool:
     """``MADE_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) shows the full traceback of user errors."""
     return os.environ.get("MADE_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -41,8 +51,9 @@ def exit_on_user_error(program: str, debug: bool | None = None) -> Iterator[None
     ``show_tracebacks()``) re-raises it instead."""
     try:
         yield
-    except UserError as error:
+    except (UserError, UserErrorInJob) as caught:
+        error = caught.error if isinstance(caught, UserErrorInJob) else caught
         if show_tracebacks() if debug is None else debug:
-            raise
+            raise error from None
         print(f"{program}: error: {error}", file=sys.stderr)
         sys.exit(2)

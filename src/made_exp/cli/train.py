@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from made_exp.errors import UserError
+from made_exp.errors import UserError, UserErrorInJob
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
@@ -49,9 +49,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
         resume_from = last_checkpoint(Path(cfg.resume), cfg.overwrite) if cfg.resume else None
         metrics = train(cfg, resume_from=resume_from)["metrics"]
-    except UserError:
+    except UserError as error:
         _remove_if_unused(Path(cfg.paths.output_dir))
-        raise
+        raise UserErrorInJob(error) from None  # past Hydra's own "Error executing job" line: ours is the one
     return metrics.get("val/best_nll")  # what a sweeper (e.g. Optuna) minimises
 
 
