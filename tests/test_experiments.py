@@ -1,5 +1,6 @@
 """Every experiment file composes, and the paper configs carry the original release's settings."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,11 @@ def test_grid_sweeps_parse_to_the_documented_number_of_jobs(experiment, jobs):
     for override in overrides:  # every swept value composes
         for value in override.sweep_string_iterator():
             validate_config(compose_train([f"experiment={experiment}", f"{override.get_key_element()}={value}"]))
+
+
+@pytest.mark.parametrize("script", sorted((Path(__file__).parents[1] / "experiments").glob("*/*.sh")),
+                         ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_every_experiment_script_parses(script):
+    """``bash -n``: a script that runs only on a lent GPU or for hours must not fail on a typo when it starts."""
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
