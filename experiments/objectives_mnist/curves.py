@@ -8,24 +8,23 @@ import csv
 import json
 from pathlib import Path
 
+from made_exp.cli.compare import training_label
 from made_exp.runs.figures import legend_below, save_figure, subplots
 
 HERE = Path(__file__).parent
 
 
-def label(results: dict) -> str:
-    """``bank K = 4``, ``fresh masks`` or ``mixture objective``, from the run's config."""
-    masks = results["config"]["masks"]
-    if masks["schedule"] == "cycle":
-        return f"bank K = {results['config']['model']['num_masks']}"
-    return "mixture objective" if masks["objective"] == "mixture" else "fresh masks"
+def label(config: dict) -> str:
+    """made-compare's training label, with K for a bank: ``bank, Jensen, K = 4``."""
+    name = training_label(config)
+    return f"{name}, K = {config['model']['num_masks']}" if name.startswith("bank") else name
 
 
 def main() -> None:
     figure, (ax,) = subplots(1)
     colours: dict[str, str] = {}
     for run in sorted((HERE / "runs").iterdir()):
-        name = label(json.loads((run / "results.json").read_text()))
+        name = label(json.loads((run / "results.json").read_text())["config"])
         with open(run / "metrics.csv") as lines:
             rows = [row for row in csv.DictReader(lines) if row["val/nll"]]
         epochs, values = [int(row["epoch"]) + 1 for row in rows], [float(row["val/nll"]) for row in rows]
