@@ -75,7 +75,8 @@ wait
 "$PY" "$HELPER" weights "$LOG"
 tar -C "$LOG" --exclude=checkpoints -czf "$OUT/runs.tar.gz" .
 (cd "$LOG" && find . -name best.ckpt | sort | tar -cf - -T -) | split -b 15M - "$LOG/checkpoints.tar.part-"
+returned=0
 for part in "$LOG"/checkpoints.tar.part-*; do
-  if [ "$(ls "$OUT" | grep -c checkpoints)" -lt 4 ]; then mv "$part" "$OUT/"; else note "left behind: $(basename "$part")"; fi
+  if [ "$returned" -lt 4 ]; then mv "$part" "$OUT/" && returned=$((returned + 1)); else note "left behind: $(basename "$part")"; fi
 done
 note "done"
