@@ -99,6 +99,35 @@ def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
     assert resume_arguments(["data=dna"]) == ["data=dna"]
 
 
+def test_a_resume_may_set_the_training_budget_anew_and_nothing_else(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- data=dna\n- trainer.max_epochs=236\n")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
+    arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=3000", "+trainer.max_time=00:02:00:00"])
+    assert arguments == ["data=dna", f"resume='{tmp_path}'", "trainer.max_epochs=3000", "+trainer.max_time=00:02:00:00"]
+    with pytest.raises(ConfigError, match="only trainer.max_epochs and trainer.max_time may be set anew"):
+        resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=3000", "data=nips"])
+
+
+@pytest.mark.slow
+def test_a_run_capped_by_its_own_max_epochs_trains_on_to_the_uninterrupted_result(tmp_path):
+    """A run started with ``trainer.max_epochs=2`` and finished is resumed with ``trainer.max_epochs=4``: it goes on
+    from its last checkpoint to the model that a 4-epoch run trains."""
+    tiny = ["data=synthetic", "model.hidden_sizes=[16]", "logger=csv", "module.num_samples=0",
+            "~callbacks.rich_progress_bar", "callbacks.early_stopping.patience=100"]
+    capped, whole = tmp_path / "capped", tmp_path / "whole"
+    for run_dir, epochs in ((capped, 2), (whole, 4)):
+        done = made_train([*tiny, f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}"], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    resumed = made_train([f"resume={capped}", "trainer.max_epochs=4", "overwrite=true"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = [json.loads((run_dir / "results.json").read_text()) for run_dir in (capped, whole)]
+    assert [r["epochs"] for r in results] == [4, 4]
+    assert results[0]["metrics"]["test/nll"] == results[1]["metrics"]["test/nll"]
+    assert results[0]["per_mask_nll"] == results[1]["per_mask_nll"]
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / ".resume.lock").write_text(dead.stdout.strip())

@@ -1,8 +1,9 @@
 """``made-train resume=<run dir>``: the run's own overrides, checked before Hydra touches the run, and a lock.
 
 A resumed run is composed from the overrides it was started with (``.hydra/overrides.yaml``), so
-``made-train resume=<dir>`` alone continues it. The command line may add keys (``trainer.max_epochs=500``
-to train longer) but not contradict a saved one: that is refused before anything in the run dir changes.
+``made-train resume=<dir>`` alone continues it. The command line may add keys, and may set the training budget
+(``trainer.max_epochs``, ``trainer.max_time``) anew, e.g. to train a capped run on to early stopping; any other
+saved key it contradicts is refused before anything in the run dir changes.
 A lock file keeps a second resume of the same run out while the first is alive.
 
 The run dir is taken as written, whatever it holds: a multirun job's dir (``3_data=dna,seed=1``) has the
@@ -26,9 +27,10 @@ from omegaconf import OmegaConf
 from made_exp.runs.config import ConfigError
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["override_key", "resumed_run", "resume_arguments", "hydra_resume_argument", "last_checkpoint", "lock_run"]
+__all__ = ["TRAINING_BUDGET", "override_key", "resumed_run", "resume_arguments", "hydra_resume_argument", "last_checkpoint", "lock_run"]
 
 _RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
+TRAINING_BUDGET = ("trainer.max_epochs", "trainer.max_time")  # how long to train on: the resuming command's say
 
 
 def override_key(override: str) -> str:
@@ -91,9 +93,11 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     saved_by_key = {override_key(o): o for o in saved}  # the last of a repeated key wins, as in Hydra
     given_by_key = {override_key(a): a for a in arguments}
     for key, argument in given_by_key.items():
-        if key in saved_by_key and argument != saved_by_key[key]:
+        if key in saved_by_key and argument != saved_by_key[key] and key not in TRAINING_BUDGET:
             raise ConfigError(f"resume={resume}: {argument} contradicts the run's own {saved_by_key[key]} "
-                              "(leave it out: the run's overrides are used)")
+                              f"(leave it out: the run's overrides are used; only {' and '.join(TRAINING_BUDGET)} "
+                              "may be set anew)")
+    saved = [o for o in saved if not (override_key(o) in TRAINING_BUDGET and override_key(o) in given_by_key)]
     arguments = [hydra_resume_argument(resume) if override_key(a) == "resume" else a for a in arguments]
     return [o for o in saved if o not in arguments] + arguments
 
