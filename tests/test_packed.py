@@ -189,6 +189,37 @@ def test_sigterm_stops_a_pack_and_rerunning_the_sweep_continues_it(tmp_path):
                                        rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_a_packed_run_resumed_alone_goes_on_as_a_pack_of_one_to_the_uninterrupted_result(tmp_path):
+    """A finished packed run capped at 3 epochs, resumed alone to 8 (``made-train resume=<job dir>
+    trainer.max_epochs=8 overwrite=true``), stopped by a SIGTERM on the way and resumed again, ends as the 8-epoch
+    packed run. Lightning's loop would restart a pack's checkpoint at epoch 0 with its early stopping forgotten."""
+    args = ["-m", "hydra/launcher=packed", *SMALL, "callbacks.early_stopping.patience=100", "seed=0",
+            "data.num_train=20000"]  # epochs long enough for a SIGTERM to land in one
+    for name, epochs in (("whole", 8), ("capped", 3)):
+        swept = made_train([*args, f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={tmp_path / name}"], tmp_path)
+        assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    run_dir = tmp_path / "capped" / "0"
+    process = made_train([f"resume={run_dir}", "trainer.max_epochs=8", "overwrite=true"], tmp_path, wait=False)
+    deadline = time.time() + 120
+    while "epoch 5/8" not in _text(run_dir / "train.log"):
+        assert time.time() < deadline and process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 143, output[-3000:]
+    assert f"continue with: made-train resume={run_dir}" in output
+    assert "continued as a pack of one from epoch 3" in output
+    resumed = made_train([f"resume={run_dir}", "overwrite=true"], tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results, expected = (json.loads((d / "results.json").read_text()) for d in (run_dir, tmp_path / "whole" / "0"))
+    assert (results["epochs"], results["packed_with"]) == (8, 1)
+    assert results["metrics"]["test/nll"] == pytest.approx(expected["metrics"]["test/nll"], abs=1e-6)
+    assert results["metrics"]["val/best_nll"] == pytest.approx(expected["metrics"]["val/best_nll"], abs=1e-6)
+    for key, value in weights(tmp_path / "whole" / "0" / "checkpoints" / "last.ckpt").items():
+        torch.testing.assert_close(weights(run_dir / "checkpoints" / "last.ckpt")[key], value, rtol=1e-6, atol=1e-6)
+
+
 def _text(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 

@@ -205,6 +205,27 @@ def test_failed_job_is_recorded_and_a_rerun_skips_finished_jobs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "packed"])
+def test_a_rerun_sweep_with_overwrite_trains_its_finished_jobs_on(tmp_path, launcher):
+    """A finished sweep rerun with a larger trainer.max_epochs skips its jobs; with overwrite=true each goes on from
+    its last.ckpt to what a sweep with that max_epochs trains."""
+    args = ["-m", f"hydra/launcher={launcher}", "data=synthetic", "data.input_dim=12", "data.num_train=500",
+            "model.hidden_sizes=[16]", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar",
+            "callbacks.early_stopping.patience=100", "seed=0", "hydra.sweep.subdir=0"]
+    runs = {}
+    sweeps = [("whole", 4, []), ("capped", 2, []), ("capped", 4, []), ("capped", 4, ["overwrite=true"])]
+    for name, epochs, extra in sweeps:
+        swept = made_train([*args, f"trainer.max_epochs={epochs}", *extra, f"hydra.sweep.dir={tmp_path / name}"],
+                           tmp_path)
+        assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+        runs.setdefault(name, []).append(json.loads((tmp_path / name / "0" / "results.json").read_text()))
+    assert [results["epochs"] for results in runs["capped"]] == [2, 2, 4]  # skipped without overwrite=true
+    (whole,), on = runs["whole"], runs["capped"][-1]
+    assert on["metrics"]["test/nll"] == pytest.approx(whole["metrics"]["test/nll"], abs=1e-6)
+    assert on["per_mask_nll"] == pytest.approx(whole["per_mask_nll"], abs=1e-6)
+
+
+@pytest.mark.slow
 @needs_data
 def test_ddp_in_a_multirun_shares_the_job_dir_and_matches_single_process_evaluation(tmp_path):
     # inside a multirun, the harder case: rank 1 must rerun this job, not the sweep

@@ -40,15 +40,15 @@ OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v i
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        from made_exp.lightning.training import train  # torch and Lightning: only once there is a run to train
+        from made_exp.lightning.packed_launch import train_run  # torch and Lightning: only once there is a run
 
-        return run_job(train, cfg)  # a failed job (a bad value too) is recorded and the sweep goes on
+        return run_job(train_run, cfg)  # a failed job (a bad value too) is recorded and the sweep goes on
     try:
         validate_config(cfg)  # before torch and Lightning load: a bad value is refused at once
-        from made_exp.lightning.training import train
+        from made_exp.lightning.packed_launch import train_run
 
         resume_from = last_checkpoint(Path(cfg.resume), cfg.overwrite) if cfg.resume else None
-        metrics = train(cfg, resume_from=resume_from)["metrics"]
+        metrics = train_run(cfg, resume_from=resume_from)["metrics"]
     except UserError as error:
         _remove_if_unused(Path(cfg.paths.output_dir))
         raise UserErrorInJob(error) from None  # past Hydra's own "Error executing job" line: ours is the one

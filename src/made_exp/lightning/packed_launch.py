@@ -4,7 +4,7 @@ Three passes over the jobs, each job going through Hydra's own ``run_job`` so th
 gets (``.hydra/``, ``train.log``, the job's Hydra config):
 
 1. set up: each job's run is built (``packing.Member``). A job that cannot pack (``packing.unpackable``), has
-   finished, has a solo run's ``last.ckpt``, or fails to build is left to pass 3.
+   finished (unless ``overwrite=true``), has a solo run's ``last.ckpt``, or fails to build is left to pass 3.
 2. train: members are grouped by ``packing.group_key`` and each group trains as packs (``packing.fit_packed``):
    on a GPU one pack (at most ``max_pack`` runs), on a CPU one pack per core, trained at once in threads with one
    torch thread each (measured: two packs of 4 dna runs in two threads step 8 runs in 8.1 ms, one pack of 8 on
@@ -16,6 +16,11 @@ gets (``.hydra/``, ``train.log``, the job's Hydra config):
 
 A SIGTERM or Ctrl-C while a pack trains ends the process (143 or 130) with every member's ``last.ckpt`` at its
 last complete epoch; rerunning the sweep with the same ``hydra.sweep.dir`` continues the pack.
+
+``train_run`` is made-train's task for every job and solo run: a run whose ``last.ckpt`` a pack wrote goes on as a
+pack of one (``made-train resume=<job dir>``, or a rerun of its sweep with another launcher), since Lightning's loop
+would restart that checkpoint at epoch 0 with its early stopping forgotten; any other run trains with
+``training.train``.
 """
 
 from __future__ import annotations
@@ -36,15 +41,25 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from made_exp.errors import STOPPED_BY_SIGINT, STOPPED_BY_SIGTERM
 from made_exp.lightning.logs import quiet_lightning
-from made_exp.lightning.packing import Member, Stopped, fit_packed, group_key, restorable, test_trainer, unpackable
-from made_exp.lightning.training import build_loggers, write_results
+from made_exp.lightning.packing import (
+    Member,
+    Stopped,
+    fit_packed,
+    group_key,
+    packed_checkpoint,
+    restorable,
+    test_trainer,
+    unpackable,
+)
+from made_exp.lightning.training import build_loggers, stopped_message, train, write_results
 from made_exp.runs import sweep
+from made_exp.runs.config import ConfigError
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.results import run_metadata
 from made_exp.runs.rundir import RunDir
 from made_exp.runs.threads import set_job_threads
 
-__all__ = ["launch"]
+__all__ = ["launch", "train_run"]
 
 log = logging.getLogger("made_exp")
 
@@ -54,8 +69,8 @@ _LOG_FORMAT = "[%(asctime)s][made_exp][%(levelname)s] - %(message)s"  # as made_
 class _Pack:
     """The members of one launch, by job number, and their loggers and epoch logs by run dir."""
 
-    def __init__(self, max_pack: int, workers: int) -> None:
-        self.max_pack, self.workers = max_pack, workers
+    def __init__(self, max_pack: int, workers: int, summary: bool = True) -> None:
+        self.max_pack, self.workers, self.summary = max_pack, workers, summary  # summary: a console line a pack epoch
         self.members: dict[int, Member] = {}
         self.loggers: dict[Path, list] = {}
         self.epoch_logs: dict[Path, logging.Logger] = {}
@@ -67,7 +82,8 @@ class _Pack:
         OmegaConf.resolve(cfg)  # its output dir, while Hydra's config is this job's
         output_dir = Path(cfg.paths.output_dir)
         reason = unpackable(cfg)
-        if reason is not None or RunDir(output_dir).is_finished() or not restorable(output_dir):
+        finished = RunDir(output_dir).is_finished() and not cfg.overwrite  # overwrite=true: it trains on
+        if reason is not None or finished or not restorable(output_dir):
             if reason is not None:
                 log.info(f"{output_dir.name}: runs alone ({reason})")
             return
@@ -76,11 +92,15 @@ class _Pack:
         except Exception as error:  # pass 3 runs the job alone, which records the error as any sweep job's
             log.info(f"{output_dir.name}: runs alone ({type(error).__name__}: {error})")
             return
-        self.members[HydraConfig.get().job.num] = member
-        self.loggers[output_dir] = _own_wandb_runs(build_loggers(cfg, output_dir))
-        for logger in self.loggers[output_dir]:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        self.epoch_logs[output_dir] = _epoch_log(output_dir)
+        self.add(HydraConfig.get().job.num, member, _epoch_log(output_dir))
+
+    def add(self, number: int, member: Member, epoch_log: logging.Logger) -> None:
+        """Take ``member`` as job ``number``, with its loggers and ``epoch_log`` for its epoch lines."""
+        self.members[number] = member
+        self.loggers[member.output_dir] = _own_wandb_runs(build_loggers(member.cfg, member.output_dir))
+        for logger in self.loggers[member.output_dir]:
+            logger.log_hyperparams(OmegaConf.to_container(member.cfg, resolve=True))
+        self.epoch_logs[member.output_dir] = epoch_log
 
     def train(self) -> None:
         """Pass 2: the members of each group in packs, ``workers`` packs training at once (threads: the packed
@@ -123,7 +143,7 @@ class _Pack:
     def _fit(self, pack: list[Member], received: list[int]) -> None:
         log.info(f"packing {len(pack)} runs: {', '.join(m.output_dir.name for m in pack)}")
         try:
-            fit_packed(pack, self.loggers, self.epoch_logs, received)
+            fit_packed(pack, self.loggers, self.epoch_logs, received, self.summary)
         except Stopped:
             raise
         except Exception as error:  # e.g. out of memory: the pack's runs fail, other packs go on
@@ -133,31 +153,59 @@ class _Pack:
 
     def finish(self, member: Member) -> TaskFunction:
         """Hydra task of pass 3 for ``member``: test its best checkpoint and write its results."""
+        return lambda cfg: sweep.run_job(lambda cfg, resume_from=None: self.test(member), cfg)
 
-        def test(cfg: DictConfig, resume_from: Path | None = None) -> dict:
-            loggers = self.loggers[member.output_dir]
-            try:
-                if member.error is not None:
-                    raise member.error
-                quiet_lightning()
-                best = member.run.best_checkpoint
-                member.module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
-                test_trainer(member.cfg, loggers).test(member.module, datamodule=member.datamodule, verbose=False)
-                results = {
-                    "metrics": {"val/best_nll": member.early_stop.best_checkpoint_score, **member.module.test_results},
-                    "per_mask_nll": member.module.per_mask_nll,
-                    "epochs": member.epoch,
-                    "stopped_by": member.stopped_by,
-                    "best_checkpoint": str(best),
-                    "packed_with": member.pack_size,
-                    **run_metadata(member.cfg, wall_time_s=time.perf_counter() - self.started, commit=git_commit()),
-                }
-                write_results(results, member.module, loggers, member.output_dir)
-                return results
-            finally:
-                _close(loggers, self.epoch_logs[member.output_dir])
+    def test(self, member: Member) -> dict:
+        """Test ``member`` on its best checkpoint; returns (and writes) its results dict."""
+        loggers = self.loggers[member.output_dir]
+        try:
+            if member.error is not None:
+                raise member.error
+            quiet_lightning()
+            best = member.run.best_checkpoint
+            member.module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+            test_trainer(member.cfg, loggers).test(member.module, datamodule=member.datamodule, verbose=False)
+            results = {
+                "metrics": {"val/best_nll": member.early_stop.best_checkpoint_score, **member.module.test_results},
+                "per_mask_nll": member.module.per_mask_nll,
+                "epochs": member.epoch,
+                "stopped_by": member.stopped_by,
+                "best_checkpoint": str(best),
+                "packed_with": member.pack_size,
+                **run_metadata(member.cfg, wall_time_s=time.perf_counter() - self.started, commit=git_commit()),
+            }
+            write_results(results, member.module, loggers, member.output_dir)
+            return results
+        finally:
+            _close(loggers, self.epoch_logs[member.output_dir])
 
-        return lambda cfg: sweep.run_job(test, cfg)
+
+def train_run(cfg: DictConfig, resume_from: Path | None = None) -> dict:
+    """Train (or continue from ``resume_from``) and test the run ``cfg``; returns (and writes) its results dict."""
+    if resume_from is not None and packed_checkpoint(resume_from):
+        return _continue_alone(cfg)
+    return train(cfg, resume_from=resume_from)
+
+
+def _continue_alone(cfg: DictConfig) -> dict:
+    """Continue a run whose ``last.ckpt`` a pack wrote as a pack of one, its epoch lines in made-train's log."""
+    output_dir = Path(cfg.paths.output_dir)
+    reason = unpackable(cfg)
+    if reason is not None:
+        raise ConfigError(f"{output_dir}: a pack trained this run and only a pack continues it, which cannot take "
+                          f"{reason}")
+    set_job_threads()
+    pack = _Pack(max_pack=1, workers=1, summary=False)
+    member = Member(cfg, pack.loaded_data)
+    pack.add(0, member, log)  # its epoch lines to the console and train.log, as a solo run's
+    log.info(f"run dir: {output_dir} (a pack's run, continued as a pack of one from epoch {member.epoch})")
+    try:
+        pack.train()
+    except Stopped as stop:
+        sigterm = stop.signal_number == signal.SIGTERM
+        print(stopped_message(output_dir, sigterm), file=sys.stderr)
+        raise SystemExit(STOPPED_BY_SIGTERM if sigterm else STOPPED_BY_SIGINT) from None
+    return pack.test(member)
 
 
 def _own_wandb_runs(loggers: list) -> list:

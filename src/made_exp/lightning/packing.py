@@ -36,7 +36,8 @@ from made_exp.lightning.module import MADEModule, divergence
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.rundir import RunDir
 
-__all__ = ["PACKABLE_OBJECTIVES", "unpackable", "EarlyStop", "Member", "group_key", "fit_packed", "Stopped"]
+__all__ = ["PACKABLE_OBJECTIVES", "unpackable", "EarlyStop", "Member", "group_key", "fit_packed", "Stopped",
+           "packed_checkpoint", "restorable"]
 
 log = logging.getLogger("made_exp")
 
@@ -215,10 +216,15 @@ def _device(trainer: DictConfig) -> torch.device:
     return torch.device("cuda" if gpu else "cpu")
 
 
+def packed_checkpoint(checkpoint: Path) -> bool:
+    """Whether a pack wrote ``checkpoint`` (its loop state is under ``packed``, which Lightning's loop cannot read)."""
+    return "packed" in torch.load(checkpoint, map_location="cpu", weights_only=False)
+
+
 def restorable(run_dir: Path) -> bool:
     """Whether ``run_dir`` can join a pack: no ``last.ckpt`` yet, or one a pack wrote."""
     last = RunDir(run_dir).last_checkpoint
-    return not last.is_file() or "packed" in torch.load(last, map_location="cpu", weights_only=False)
+    return not last.is_file() or packed_checkpoint(last)
 
 
 def group_key(member: Member) -> tuple:
@@ -230,24 +236,25 @@ def group_key(member: Member) -> tuple:
 
 
 def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger],
-               received: list[int]) -> None:
+               received: list[int], summary: bool = True) -> None:
     """Train ``members`` (one pack) until each stops; ``loggers`` and ``epoch_logs`` by run dir take each member's
-    per-epoch metrics and log line. Raises ``Stopped`` once ``received`` holds a signal number (the caller's signal
-    handler appends it), after the last complete epoch's files."""
+    per-epoch metrics and log line, and made_exp's log one line per pack epoch if ``summary``. Raises ``Stopped``
+    once ``received`` holds a signal number (the caller's signal handler appends it), after the last complete
+    epoch's files."""
     try:
         for member in members:
             member.module._num_train = len(member.datamodule.split("train"))
             if member.module.masks.uses_one_mask(member.model):
                 member.model.bake_mask()
         while any(member.active for member in members):
-            _train_epoch(members, loggers, epoch_logs, received)
+            _train_epoch(members, loggers, epoch_logs, received, summary)
     finally:
         for member in members:
             member.model.unbake_mask()
 
 
 def _train_epoch(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger],
-                 received: list[int]) -> None:
+                 received: list[int], summary: bool) -> None:
     started = time.perf_counter()
     active = [member for member in members if member.active]
     batches = [member.minibatches() for member in active]
@@ -265,6 +272,8 @@ def _train_epoch(members: list[Member], loggers: dict[Path, list], epoch_logs: d
         _end_epoch(member, loggers[member.output_dir], epoch_logs[member.output_dir], time.perf_counter() - started)
     if received:
         raise Stopped(received[0])
+    if not summary:
+        return
     stopped = sum(not member.active for member in members)
     log.info(f"packed epoch {max(member.epoch for member in active)}: {len(active)} of {len(members)} runs trained, "
              f"{stopped} finished  {time.perf_counter() - started:.1f} s")

@@ -39,7 +39,7 @@ from made_exp.runs.results import run_metadata
 from made_exp.runs.rundir import RunDir
 from made_exp.runs.threads import set_job_threads
 
-__all__ = ["train", "build_loggers", "build_callbacks", "write_results", "record_best_validation"]
+__all__ = ["train", "build_loggers", "build_callbacks", "write_results", "record_best_validation", "stopped_message"]
 
 log = logging.getLogger("made_exp")
 
@@ -152,13 +152,18 @@ def _stopped_by_signals(output_dir: Path) -> Iterator[None]:
         yield
     except SystemExit as stop:
         sigterm = isinstance(stop, SIGTERMException)
-        last = RunDir(output_dir).last_checkpoint
-        resume = shlex.quote(f"resume={output_dir}")
-        state = (f"{last} holds the last complete epoch; continue with: made-train {resume}"
-                 if last.is_file() else "no epoch finished, so there is nothing to resume")
         if rank_zero_only.rank == 0:
-            print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}", file=sys.stderr)
+            print(stopped_message(output_dir, sigterm), file=sys.stderr)
         raise SystemExit(STOPPED_BY_SIGTERM if sigterm else STOPPED_BY_SIGINT) from None
+
+
+def stopped_message(output_dir: Path, sigterm: bool) -> str:
+    """made-train's line when a SIGTERM or Ctrl-C stopped the run in ``output_dir``: how to continue it."""
+    last = RunDir(output_dir).last_checkpoint
+    resume = shlex.quote(f"resume={output_dir}")
+    state = (f"{last} holds the last complete epoch; continue with: made-train {resume}"
+             if last.is_file() else "no epoch finished, so there is nothing to resume")
+    return f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}"
 
 
 @contextlib.contextmanager

@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 from made_exp.runs.config import ConfigError
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["TRAINING_BUDGET", "override_key", "resumed_run", "resume_arguments", "hydra_resume_argument", "last_checkpoint", "lock_run"]
+__all__ = ["TRAINING_BUDGET", "override_key", "resumed_run", "resume_arguments", "hydra_resume_argument",
+           "last_checkpoint", "lock_run"]
 
 _RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
 TRAINING_BUDGET = ("trainer.max_epochs", "trainer.max_time")  # how long to train on: the resuming command's say

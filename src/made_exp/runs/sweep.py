@@ -1,15 +1,18 @@
 """Sweeps (``made-train -m``): failure isolation, skipping finished jobs, and the sweep summary.
 
 A job of a multirun runs through ``run_job``: a job whose dir already holds ``results.json``
-is skipped, an unfinished one continues from its ``checkpoints/last.ckpt``, and one that
+is skipped (with ``overwrite=true`` it is reopened and continues from its ``last.ckpt``, e.g. to
+train on to a larger ``trainer.max_epochs``), an unfinished one continues from its
+``checkpoints/last.ckpt``, and one that
 raises leaves ``error.json`` and returns NaN (Optuna records the trial as failed) instead of
 stopping the sweep; one stopped by SIGTERM (``scancel``) returns NaN and stays incomplete.
 ``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in ``conf/train.yaml``) then writes
 ``sweep_summary.json`` and ``sweep_summary.md`` in the sweep dir, one row per job, and exits with
 status 1 if a job failed or is incomplete.
 
-Rerun a sweep, skipping what finished:
+Rerun a sweep, skipping what finished; or train every job of it on:
     made-train -m <same overrides> hydra.sweep.dir=logs/train/multiruns/<sweep>
+    made-train -m <same overrides> trainer.max_epochs=3000 overwrite=true hydra.sweep.dir=logs/train/multiruns/<sweep>
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     """Run one sweep job with ``train(cfg, resume_from=...)``; returns its val/best_nll, NaN if it failed."""
     output_dir = Path(cfg.paths.output_dir)
     run = RunDir(output_dir)
-    if run.is_finished():
+    if run.is_finished() and not cfg.get("overwrite", False):
         log.info(f"{output_dir.name}: {run.results.name} present, job skipped")
         metrics = json.loads(run.results.read_text())["metrics"]
         return metrics.get("val/best_nll", math.nan)
