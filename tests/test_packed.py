@@ -168,13 +168,8 @@ def test_sigterm_stops_a_pack_and_rerunning_the_sweep_continues_it(tmp_path):
     assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
     sweep = tmp_path / "stopped"
     process = made_train([*args, f"hydra.sweep.dir={sweep}"], tmp_path, wait=False)
-    deadline = time.time() + 120
-    while not all("epoch 3/12" in _text(sweep / str(job) / "train.log") for job in range(3)):
-        assert time.time() < deadline and process.poll() is None, process.communicate()[0][-3000:]
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=60)[0]
-    assert process.returncode == 143, output[-3000:]
+    output = sigterm_once(process, lambda: all("epoch 3/12" in _text(sweep / str(job) / "train.log")
+                                               for job in range(3)))
     assert f"rerun the sweep with hydra.sweep.dir={sweep}" in output
     assert not any((sweep / str(job) / "results.json").exists() for job in range(3))
     rerun = made_train([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -201,13 +196,7 @@ def test_a_packed_run_resumed_alone_goes_on_as_a_pack_of_one_to_the_uninterrupte
         assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     run_dir = tmp_path / "capped" / "0"
     process = made_train([f"resume={run_dir}", "trainer.max_epochs=8", "overwrite=true"], tmp_path, wait=False)
-    deadline = time.time() + 120
-    while "epoch 5/8" not in _text(run_dir / "train.log"):
-        assert time.time() < deadline and process.poll() is None, process.communicate()[0][-3000:]
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=60)[0]
-    assert process.returncode == 143, output[-3000:]
+    output = sigterm_once(process, lambda: "epoch 5/8" in _text(run_dir / "train.log"))
     assert f"continue with: made-train resume={run_dir}" in output
     assert "continued as a pack of one from epoch 3" in output
     resumed = made_train([f"resume={run_dir}", "overwrite=true"], tmp_path)
@@ -218,6 +207,18 @@ def test_a_packed_run_resumed_alone_goes_on_as_a_pack_of_one_to_the_uninterrupte
     assert results["metrics"]["val/best_nll"] == pytest.approx(expected["metrics"]["val/best_nll"], abs=1e-6)
     for key, value in weights(tmp_path / "whole" / "0" / "checkpoints" / "last.ckpt").items():
         torch.testing.assert_close(weights(run_dir / "checkpoints" / "last.ckpt")[key], value, rtol=1e-6, atol=1e-6)
+
+
+def sigterm_once(process, ready) -> str:
+    """SIGTERM ``process`` (a made-train) as soon as ``ready()``; its output, after checking it exited with 143."""
+    deadline = time.time() + 120
+    while not ready():
+        assert time.time() < deadline and process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 143, output[-3000:]
+    return output
 
 
 def _text(path: Path) -> str:

@@ -87,11 +87,16 @@ def test_a_resume_that_contradicts_the_run_is_refused_before_its_record_changes(
     assert "Traceback" not in truncated.stderr
 
 
+def saved_run(run_dir: Path, overrides: str) -> None:
+    """A stand-in run dir: ``overrides`` as its .hydra/overrides.yaml, and a last.ckpt."""
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text(overrides)
+    (run_dir / "checkpoints").mkdir()
+    torch.save({}, run_dir / "checkpoints" / "last.ckpt")
+
+
 def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
-    (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "overrides.yaml").write_text("- data=dna\n- model.num_masks=4\n- resume=old\n")
-    (tmp_path / "checkpoints").mkdir()
-    torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
+    saved_run(tmp_path, "- data=dna\n- model.num_masks=4\n- resume=old\n")
     arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=9", "data=dna"])
     assert arguments == ["model.num_masks=4", f"resume='{tmp_path}'", "trainer.max_epochs=9", "data=dna"]
     with pytest.raises(ConfigError, match="contradicts"):
@@ -100,10 +105,7 @@ def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
 
 
 def test_a_resume_may_set_the_training_budget_anew_and_nothing_else(tmp_path):
-    (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "overrides.yaml").write_text("- data=dna\n- trainer.max_epochs=236\n")
-    (tmp_path / "checkpoints").mkdir()
-    torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
+    saved_run(tmp_path, "- data=dna\n- trainer.max_epochs=236\n")
     arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=3000", "+trainer.max_time=00:02:00:00"])
     assert arguments == ["data=dna", f"resume='{tmp_path}'", "trainer.max_epochs=3000", "+trainer.max_time=00:02:00:00"]
     with pytest.raises(ConfigError, match="only trainer.max_epochs and trainer.max_time may be set anew"):
@@ -137,10 +139,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 
 def test_a_key_repeated_on_the_command_line_counts_by_its_last_value(tmp_path):
     """Hydra takes the last of ``trainer.max_epochs=2 trainer.max_epochs=4``; so does the resume check."""
-    (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=2\n- trainer.max_epochs=4\n")
-    (tmp_path / "checkpoints").mkdir()
-    torch.save({}, tmp_path / "checkpoints" / "last.ckpt")
+    saved_run(tmp_path, "- trainer.max_epochs=2\n- trainer.max_epochs=4\n")
     given = ["trainer.max_epochs=2", "trainer.max_epochs=4", f"resume={tmp_path}"]
     assert resume_arguments(given) == [*given[:2], f"resume='{tmp_path}'"]
 
