@@ -192,8 +192,8 @@ def _continue_alone(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     reason = unpackable(cfg)
     if reason is not None:
-        raise ConfigError(f"{output_dir}: a pack trained this run and only a pack continues it, which cannot take "
-                          f"{reason}")
+        raise ConfigError(f"{output_dir}: a pack trained this run, so only a pack continues it, and a pack cannot "
+                          f"train it now ({reason})")
     set_job_threads()
     pack = _Pack(max_pack=1, workers=1, summary=False)
     member = Member(cfg, pack.loaded_data)
