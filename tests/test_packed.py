@@ -195,6 +195,12 @@ def test_a_packed_run_resumed_alone_goes_on_as_a_pack_of_one_to_the_uninterrupte
         swept = made_train([*args, f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={tmp_path / name}"], tmp_path)
         assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     run_dir = tmp_path / "capped" / "0"
+    kept = [run_dir / name for name in ("results.json", ".hydra/overrides.yaml", ".hydra/config.yaml")]
+    record = [path.read_bytes() for path in kept]
+    refused = made_train([f"resume={run_dir}", "trainer.max_time=00:00:10:00", "overwrite=true"], tmp_path)
+    assert refused.returncode == 2 and "a pack cannot train it now (trainer.max_time is set)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert [path.read_bytes() for path in kept] == record  # so resume= still continues the run it was
     process = made_train([f"resume={run_dir}", "trainer.max_epochs=8", "overwrite=true"], tmp_path, wait=False)
     output = sigterm_once(process, lambda: "epoch 5/8" in _text(run_dir / "train.log"))
     assert f"continue with: made-train resume={run_dir}" in output
