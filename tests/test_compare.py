@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import compose_train
@@ -81,6 +83,29 @@ def test_compare_reuses_existing_evaluations(compared, tmp_path):
     compare(sweep, tmp_path)
     assert [p.stat().st_mtime_ns for p in evaluations] == before
     assert (tmp_path / "report.md").is_file() and (tmp_path / "results.csv").is_file()
+
+
+def test_compare_scores_again_a_run_whose_weights_changed_or_whose_evaluation_does_not_say(compared, tmp_path):
+    """A run trained on after it was scored (its best.ckpt holds other weights) is scored again, as is one whose
+    evaluation predates the weights record; the others are reused, and a copy elsewhere still counts as the same."""
+    runs = tmp_path / "sweep"
+    shutil.copytree(compared[0], runs)
+    trained_on, legacy = sorted(p.parent for p in runs.rglob("results.json"))
+    checkpoint = trained_on / "checkpoints" / "best.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["state_dict"]["model.output.bias"] += 0.5
+    torch.save(state, checkpoint)
+    stale = json.loads((trained_on / "eval_mixture.json").read_text())
+    (legacy / "eval_mixture.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((legacy / "eval_mixture.json").read_text()).items() if k != "weights_sha256"}))
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("eval_*.json")}
+    compare(runs, tmp_path / "out")
+    redone = {p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}
+    assert redone == {*trained_on.glob("eval_*.json"), legacy / "eval_mixture.json"}
+    fresh = json.loads((trained_on / "eval_mixture.json").read_text())
+    assert fresh["weights_sha256"] != stale["weights_sha256"]
+    assert fresh["metrics"]["test/nll"] != stale["metrics"]["test/nll"]
+    assert "weights_sha256" in json.loads((legacy / "eval_mixture.json").read_text())
 
 
 def test_compare_scores_poe_by_ais_beside_the_default_without_reusing_either(compared, tmp_path):

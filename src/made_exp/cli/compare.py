@@ -5,13 +5,14 @@ Usage:
 
 Every made-train run under the directory (a dir with ``results.json``) is evaluated with
 ``made_exp.lightning.evaluation.evaluate`` under each of ``STRATEGIES`` (conf/ensemble/ names); the results go
-to ``eval_<strategy>.json`` in the run dir, and a run that already has that file is not evaluated
-again. ``--set STRATEGY.KEY=VALUE`` overrides a strategy's config (conf/ensemble/STRATEGY.yaml); that
-strategy's results then go to ``eval_<strategy>.<hash of its settings>.json`` (``RunDir.evaluation``), so the
-same runs can be scored under both settings (log Z by importance sampling and by AIS) and neither file is
-read for the other. Writes ``report.md`` (test NLL by dataset, K and strategy, means over seeds),
-``results.csv`` (one row per run and strategy) and ``nll_vs_k.png`` into ``--out`` (default: the
-directory).
+to ``eval_<strategy>.json`` in the run dir, and a run that already has that file, made of the weights its best
+checkpoint holds now (``weights_sha256``), is not evaluated again; one whose checkpoint changed since (a run
+trained on) or whose file predates that record is. ``--set STRATEGY.KEY=VALUE`` overrides a strategy's config
+(conf/ensemble/STRATEGY.yaml); that strategy's results then go to ``eval_<strategy>.<hash of its
+settings>.json`` (``RunDir.evaluation``), so the same runs can be scored under both settings (log Z by importance
+sampling and by AIS) and neither file is read for the other. Writes ``report.md`` (test NLL by dataset, K and
+strategy, means over seeds), ``results.csv`` (one row per run and strategy) and ``nll_vs_k.png`` into ``--out``
+(default: the directory).
 """
 
 from __future__ import annotations
@@ -85,13 +86,17 @@ def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]], accelerator
     """Write each strategy's evaluation under its ``overrides`` into each run dir that lacks it, scored on
     ``accelerator`` (made_exp.lightning.evaluation.evaluate)."""
     from made_exp.lightning.evaluation import evaluate  # Lightning and torch: only when there is something to evaluate
+    from made_exp.lightning.loading import checkpoint_digest, find_checkpoint
 
     for run_dir in runs:
+        weights = checkpoint_digest(find_checkpoint(run_dir))
         for strategy in STRATEGIES:
             path = RunDir(run_dir).evaluation(strategy, overrides.get(strategy, []))
-            if path.is_file():
+            scored = json.loads(path.read_text()).get("weights_sha256") if path.is_file() else None
+            if scored == weights:
                 continue
-            print(f"made-compare: evaluating {run_dir.name} under {strategy}", file=sys.stderr)
+            why = f" ({path.name} scored other weights, or does not say which)" if path.is_file() else ""
+            print(f"made-compare: evaluating {run_dir.name} under {strategy}{why}", file=sys.stderr)
             write_json_atomic(path, evaluate(run_dir, strategy, overrides.get(strategy, []), accelerator=accelerator))
 
 

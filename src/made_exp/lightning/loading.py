@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,7 +19,8 @@ from made_exp.errors import RunDirError, UserError
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["best_checkpoint", "build_datamodule", "build_module", "load_run", "find_checkpoint"]
+__all__ = ["best_checkpoint", "build_datamodule", "build_module", "load_run", "find_checkpoint", "weights_digest",
+           "checkpoint_digest"]
 
 # Where the classes named by runs trained before the package was split into layers (0.1) live now.
 _MOVED_TARGETS = {
@@ -36,6 +39,24 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     if which == "best" and not path.is_file() and RunDir(run_dir).last_checkpoint.is_file():
         raise RunDirError(f"{path}: no such checkpoint (the run has checkpoints/last.ckpt: pass --checkpoint last)")
     return check_checkpoint(path)
+
+
+def weights_digest(state_dict: Mapping[str, object]) -> str:
+    """SHA-256 of a ``state_dict``'s names, dtypes and values: which weights were scored, whatever else a checkpoint
+    file holds (optimiser state, a path) and wherever it was copied."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        digest.update(name.encode())
+        if torch.is_tensor(value):
+            digest.update(str(value.dtype).encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def checkpoint_digest(path: Path) -> str:
+    """``weights_digest`` of the checkpoint file ``path``."""
+    return weights_digest(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
 
 
 def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:
