@@ -3,6 +3,7 @@
 Usage:
     made-train data=dna masks=fresh optimizer=adagrad
     made-train resume=logs/train/runs/<run>          # continue from <run>/checkpoints/last.ckpt
+    made-train resume=<run> trainer.max_epochs=3000 overwrite=true   # a finished run capped at fewer: train on
     made-train -m model.num_masks=1,2,4,8 seed=0,1,2  # a sweep (see made_exp.runs.sweep)
     made-train trainer=ddp trainer.devices=2          # DDP: ranks > 0 are relaunched into this run dir
 
