@@ -46,8 +46,7 @@ def plot(folder: Path, title: str, ylim: tuple[float, float]) -> None:
 
 def main() -> None:
     plot(HERE, "binarized MNIST, MADE 784-500-784, cut off after 5 min on an H200", (90, 130))
-    plot(HERE / "cpu_long", "binarized MNIST, MADE 784-500-784, on a 2-core CPU (dot: best epoch of an early stop)",
-         (93, 105))
+    plot(HERE / "cpu_long", "binarized MNIST, 784-500-784, 2-core CPU (dot: best epoch, early stop)", (93, 105))
 
 
 if __name__ == "__main__":
