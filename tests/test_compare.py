@@ -16,6 +16,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import compose_train
 from made_exp.cli.compare import METRICS, STRATEGIES, compare, main, parse_overrides, summarise, training_label
+from made_exp.lightning.evaluation import evaluate
+from made_exp.lightning.loading import checkpoint_digest
 from made_exp.runs.config import validate_config
 
 BIN = Path(sys.executable).parent
@@ -106,6 +108,19 @@ def test_compare_scores_again_a_run_whose_weights_changed_or_whose_evaluation_do
     assert fresh["weights_sha256"] != stale["weights_sha256"]
     assert fresh["metrics"]["test/nll"] != stale["metrics"]["test/nll"]
     assert "weights_sha256" in json.loads((legacy / "eval_mixture.json").read_text())
+
+
+def test_an_evaluation_records_its_checkpoint_files_weights_whatever_mask_was_current_at_saving(compared, tmp_path):
+    """A checkpoint saved while another bank mask was in use holds that mask in its buffers, which loading resets:
+    the record is of the file, which made-compare hashes too, so the evaluation is reused."""
+    runs = tmp_path / "sweep"
+    shutil.copytree(compared[0], runs)
+    bank = max((p.parent for p in runs.rglob("results.json")), key=lambda run: "num_masks=2" in str(run))
+    checkpoint = bank / "checkpoints" / "best.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state["state_dict"]["model.output.mask"] = 1 - state["state_dict"]["model.output.mask"]  # not the mask loaded
+    torch.save(state, checkpoint)
+    assert evaluate(bank, "mixture")["weights_sha256"] == checkpoint_digest(checkpoint)
 
 
 def test_compare_scores_poe_by_ais_beside_the_default_without_reusing_either(compared, tmp_path):

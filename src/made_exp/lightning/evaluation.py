@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from made_exp.errors import STOPPED_BY_SIGTERM, UserError
-from made_exp.lightning.loading import load_run, weights_digest
+from made_exp.lightning.loading import checkpoint_digest, load_run
 from made_exp.lightning.logs import quiet_lightning
 from made_exp.runs.config import compose_ensemble
 from made_exp.runs.provenance import git_commit
@@ -33,7 +33,7 @@ def evaluate(
     """Test metrics of the run's ``checkpoint`` (best, last or a path) under ``ensemble`` (a conf/ensemble/ name,
     with ``KEY=VALUE`` ``overrides`` of its keys, recorded too): what made-eval writes to ``RunDir.evaluation``.
     ``accelerator``: Lightning's (``auto`` takes a GPU where there is one); the device used is recorded as
-    ``device``, and the weights scored as ``weights_sha256`` (``loading.weights_digest``). Masks, samples and AIS
+    ``device``, and the weights scored as ``weights_sha256`` (``loading.checkpoint_digest``). Masks, samples and AIS
     noise come from the same CPU generators on either device, so a GPU's scores differ from the CPU's by float
     rounding alone."""
     if accelerator == "gpu" and not torch.cuda.is_available():
@@ -41,7 +41,7 @@ def evaluate(
     started, commit = time.perf_counter(), git_commit()
     quiet_lightning()
     cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
-    weights = weights_digest(module.state_dict())  # before the test sets other masks
+    weights = checkpoint_digest(path)  # the file's state dict: loading resets its current-mask buffers
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
     with _stopped_by_sigterm():
