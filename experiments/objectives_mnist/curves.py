@@ -25,8 +25,8 @@ def plot(folder: Path, title: str, ylim: tuple[float, float]) -> None:
     """``folder``/curves.png from ``folder``/runs/*/metrics.csv; a run that stopped early ends in a dot."""
     figure, (ax,) = subplots(1)
     colours: dict[str, str] = {}
-    for run in sorted((folder / "runs").iterdir()):
-        results = json.loads((run / "results.json").read_text())
+    runs = {run: json.loads((run / "results.json").read_text()) for run in (folder / "runs").iterdir()}
+    for run, results in sorted(runs.items(), key=lambda item: (item[1]["config"]["model"]["num_masks"], item[0].name)):
         name = label(results["config"])
         with open(run / "metrics.csv") as lines:
             rows = [row for row in csv.DictReader(lines) if row["val/nll"]]
