@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -30,8 +28,7 @@ from made_exp.errors import UserError, UserErrorInJob
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
-from made_exp.runs.resume import last_checkpoint, lock_run, resume_arguments, resumed_run
-from made_exp.runs.rundir import RunDir
+from made_exp.runs.resume import last_checkpoint, lock_run, record_kept_if_refused, resume_arguments, resumed_run
 from made_exp.runs.sweep import run_job
 
 __all__ = ["main"]
@@ -94,22 +91,8 @@ def main() -> None:
         run_dir = resumed_run(sys.argv[1:])
         if run_dir is not None and process_rank() == 0:
             lock_run(run_dir)
-        with _record_kept_if_refused(run_dir):
+        with record_kept_if_refused(run_dir):
             _hydra_main()
-
-
-@contextmanager
-def _record_kept_if_refused(run_dir: Path | None) -> Iterator[None]:
-    """A resume refused inside the job (bad input found after Hydra rewrote the run's ``.hydra/`` for it) leaves
-    the run's record as it was, so that ``resume=<run dir>`` still continues the run it was."""
-    files = [] if run_dir is None else [RunDir(run_dir).config, RunDir(run_dir).overrides, RunDir(run_dir).hydra_config]
-    kept = {path: path.read_bytes() for path in files if path.is_file()}
-    try:
-        yield
-    except UserErrorInJob:
-        for path, content in kept.items():
-            path.write_bytes(content)
-        raise
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def evaluate(
     started, commit = time.perf_counter(), git_commit()
     quiet_lightning()
     cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
-    weights = checkpoint_digest(path)  # the file's state dict: loading resets its current-mask buffers
+    weights = checkpoint_digest(path)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
     with _stopped_by_sigterm():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -19,8 +18,7 @@ from made_exp.errors import RunDirError, UserError
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["best_checkpoint", "build_datamodule", "build_module", "load_run", "find_checkpoint", "weights_digest",
-           "checkpoint_digest"]
+__all__ = ["best_checkpoint", "build_datamodule", "build_module", "load_run", "find_checkpoint", "checkpoint_digest"]
 
 # Where the classes named by runs trained before the package was split into layers (0.1) live now.
 _MOVED_TARGETS = {
@@ -41,9 +39,11 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     return check_checkpoint(path)
 
 
-def weights_digest(state_dict: Mapping[str, object]) -> str:
-    """SHA-256 of a ``state_dict``'s names, dtypes and values: which weights were scored, whatever else a checkpoint
-    file holds (optimiser state, a path) and wherever it was copied."""
+def checkpoint_digest(path: Path) -> str:
+    """SHA-256 of the checkpoint file's ``state_dict`` (names, dtypes, values): which weights were scored, whatever
+    else the file holds (optimiser state) and wherever it was copied. Of the file, not of a module loaded from it:
+    loading resets a bank's current-mask buffers."""
+    state_dict = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     digest = hashlib.sha256()
     for name in sorted(state_dict):
         value = state_dict[name]
@@ -52,11 +52,6 @@ def weights_digest(state_dict: Mapping[str, object]) -> str:
             digest.update(str(value.dtype).encode())
             digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def checkpoint_digest(path: Path) -> str:
-    """``weights_digest`` of the checkpoint file ``path``."""
-    return weights_digest(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
 
 
 def best_checkpoint(trainer: pl.Trainer) -> ModelCheckpoint | None:

@@ -4,7 +4,8 @@ A resumed run is composed from the overrides it was started with (``.hydra/overr
 ``made-train resume=<dir>`` alone continues it. The command line may add keys, and may set the training budget
 (``trainer.max_epochs``, ``trainer.max_time``) anew, e.g. to train a capped run on to early stopping; any other
 saved key it contradicts is refused before anything in the run dir changes.
-A lock file keeps a second resume of the same run out while the first is alive.
+A lock file keeps a second resume of the same run out while the first is alive, and a resume refused inside the
+job leaves the run's ``.hydra/`` record as it was.
 
 The run dir is taken as written, whatever it holds: a multirun job's dir (``3_data=dna,seed=1``) has the
 ``=`` and ``,`` that Hydra's override grammar would split on, so the value is quoted for Hydra here.
@@ -20,15 +21,18 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from made_exp.errors import UserErrorInJob
 from made_exp.runs.config import ConfigError
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
 __all__ = ["TRAINING_BUDGET", "override_key", "resumed_run", "resume_arguments", "hydra_resume_argument",
-           "last_checkpoint", "lock_run"]
+           "last_checkpoint", "lock_run", "record_kept_if_refused"]
 
 _RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
 TRAINING_BUDGET = ("trainer.max_epochs", "trainer.max_time")  # how long to train on: the resuming command's say
@@ -120,6 +124,20 @@ def lock_run(run_dir: Path) -> None:
         atexit.register(lock.unlink, missing_ok=True)
         return
     raise ConfigError(f"resume={run_dir}: could not take {lock}")
+
+
+@contextmanager
+def record_kept_if_refused(run_dir: Path | None) -> Iterator[None]:
+    """A resume refused inside the job (bad input found after Hydra rewrote the run's ``.hydra/`` for it) leaves
+    the run's record as it was, so that ``resume=<run dir>`` still continues the run it was."""
+    files = [] if run_dir is None else [RunDir(run_dir).config, RunDir(run_dir).overrides, RunDir(run_dir).hydra_config]
+    kept = {path: path.read_bytes() for path in files if path.is_file()}
+    try:
+        yield
+    except UserErrorInJob:
+        for path, content in kept.items():
+            path.write_bytes(content)
+        raise
 
 
 def _holder_alive(lock: Path) -> bool:
