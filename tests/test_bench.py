@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import compose_train
 from made_exp.cli.bench import (
     QUICK,
     TARGETS,
@@ -17,6 +18,7 @@ from made_exp.cli.bench import (
     main,
     run_benchmarks,
 )
+from made_exp.cli.bench_objectives import objective_steps, run_objective_benchmarks, schedules
 from made_exp.cli.timing import best_block, training_gemm_flops
 from made_exp.core.made import MADE, hidden_mask, output_mask
 from made_exp.core.sampling import sample_incremental, sample_naive
@@ -209,3 +211,23 @@ def test_packed_step_breakdown_parts_add_up_and_a_tiny_packed_sweep_runs(tmp_pat
         parts["step_3_gemm_ms"] + parts["step_3_optimiser_ms"] + parts["step_3_other_ms"])
     seconds = bench_packed.sweep_seconds("packed", 2, 1, tmp_path / "sweep")
     assert seconds > 0 and len(list((tmp_path / "sweep").glob("*/results.json"))) == 2
+
+
+def test_objective_benchmark_times_every_objective_against_the_jensen_step():
+    results = run_objective_benchmarks(num_masks=(2, 3), input_dim=6, hidden=8, batch_size=5, steps=1, repeats=1)
+    names = ["jensen", "mixture_objective", "learned_mixture_objective", "poe_objective", "draw_poe_samples"]
+    assert sorted(results) == sorted(f"k{k}_{name}_{unit}" for k in (2, 3) for name in names
+                                     for unit in ("ms_per_step", "vs_jensen"))
+    assert all(math.isfinite(value) and value > 0 for value in results.values())
+    assert results["k2_jensen_vs_jensen"] == results["k3_jensen_vs_jensen"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["mixture_objective", "learned_mixture_objective", "poe_objective"])
+def test_objective_benchmark_sets_each_objective_up_as_made_train_does(name):
+    timed = schedules(log_z_samples=7)[name]
+    trained = compose_train([f"masks={name}"], with_hydra=False).masks
+    assert (timed.schedule, timed.objective, timed.samples_per_step, timed.alpha) == (
+        trained.schedule, trained.objective, trained.samples_per_step, trained.alpha)
+    assert schedules(7)["jensen"].objective == "nll" and schedules(7)["jensen"].schedule == "cycle"
+    for step in objective_steps(input_dim=6, hidden=8, num_masks=2, batch_size=5, log_z_samples=7).values():
+        step()

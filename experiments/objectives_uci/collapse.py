@@ -1,10 +1,10 @@
 """How the PoE objective's importance-sampled log Z behaves during training: the per-epoch estimate and its
 effective sample fraction (ESS/S), read from each ``masks=poe_objective`` run's CSV log.
 
-    python experiments/objectives_uci/collapse.py <runs dir> experiments/objectives_uci/poe_objective_log_z.png
+    python experiments/objectives_uci/collapse.py experiments/objectives_uci/poe_objective_log_z.png <runs dir>...
 
-One line per run, coloured by dataset; the table printed beside gives, per run, ESS/S and log Z after epochs 1
-and 10 and at the last epoch.
+One line per run, coloured by dataset, solid for K = 4 and dashed for K = 16; the table printed beside gives, per
+run, ESS/S and log Z after epochs 1 and 10 and at the last epoch.
 """
 
 import csv
@@ -22,9 +22,10 @@ from made_exp.runs.records import results_files  # noqa: E402
 COLOURS = {"dna": "tab:blue", "mushrooms": "tab:green", "nips": "tab:red"}
 
 
-def poe_objective_runs(root: Path) -> list[tuple[Path, dict]]:
-    """(run dir, its config) of every finished ``masks=poe_objective`` run under ``root``, sorted."""
-    configs = [(path.parent, json.loads(path.read_text())["config"]) for path in results_files(root)]
+def poe_objective_runs(roots: list[Path]) -> list[tuple[Path, dict]]:
+    """(run dir, its config) of every finished ``masks=poe_objective`` run under ``roots``, sorted by K, then run."""
+    configs = [(path.parent, json.loads(path.read_text())["config"]) for root in roots for path in results_files(root)]
+    configs.sort(key=lambda run_config: (run_config[1]["model"]["num_masks"], str(run_config[0])))
     return [(run, config) for run, config in configs if config["masks"].get("objective") == "poe"]
 
 
@@ -41,21 +42,24 @@ def per_epoch(run: Path) -> tuple[list[int], list[float], list[float]]:
             [float(by_epoch[e]["train/effective_sample_fraction"]) for e in epochs])
 
 
-def main(root: Path, out: Path) -> None:
+def main(out: Path, roots: list[Path]) -> None:
     figure, (log_z_axis, ess_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    print("| run | samples S | ESS/S epoch 1 / 10 / last | log Z epoch 1 / 10 / last | epochs |")
-    print("|---|---:|---|---|---:|")
-    for run, config in poe_objective_runs(root):
+    print("| run | K | samples S | ESS/S epoch 1 / 10 / last | log Z epoch 1 / 10 / last | epochs |")
+    print("|---|---:|---:|---|---|---:|")
+    for run, config in poe_objective_runs(roots):
         dataset, samples = config["data"]["name"], config["masks"]["log_z_samples"]
         epochs, log_z, fraction = per_epoch(run)
-        style = {"color": COLOURS.get(dataset, "grey"), "alpha": 0.7, "lw": 1}
+        num_masks = config["model"]["num_masks"]
+        style = {"color": COLOURS.get(dataset, "grey"), "alpha": 0.7, "lw": 1, "ls": "-" if num_masks == 4 else "--"}
         log_z_axis.plot(epochs, log_z, **style)
         ess_axis.plot(epochs, fraction, **style)
         picks = [0, min(9, len(epochs) - 1), len(epochs) - 1]
-        print(f"| {run.name} | {samples} | {' / '.join(f'{fraction[i]:.1%}' for i in picks)} | "
+        print(f"| {run.name} | {num_masks} | {samples} | {' / '.join(f'{fraction[i]:.1%}' for i in picks)} | "
               f"{' / '.join(f'{log_z[i]:.1f}' for i in picks)} | {epochs[-1]} |")
     for dataset, colour in COLOURS.items():
         log_z_axis.plot([], [], color=colour, label=dataset)
+    for num_masks, line in (4, "-"), (16, "--"):
+        log_z_axis.plot([], [], color="black", ls=line, lw=1, label=f"K = {num_masks}")
     log_z_axis.set(xlabel="epoch", ylabel="training log Z estimate (nats)", title="log Z by SNIS from the mixture")
     ess_axis.set(xlabel="epoch", ylabel="ESS / S", yscale="log", title="effective sample fraction")
     ess_axis.axhline(0.05, color="black", ls=":", lw=1, label="warning threshold (5%)")
@@ -66,4 +70,4 @@ def main(root: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), [Path(root) for root in sys.argv[2:]])

@@ -8,6 +8,7 @@ fp32 GEMM peak measured in the same run. Prints a table and one JSON object (``-
     made-bench --quick          # under a minute: fewer steps, smaller slices, naive big-model sampling extrapolated
     made-bench --device cuda    # on a GPU (the default where one is present), plus paper-size MNIST training
     made-bench --packed         # sweeps of 8 and 32 dna runs packed against joblib (made_exp.cli.bench_packed)
+    made-bench --objectives     # a training step of each masks= objective against the Jensen step (bench_objectives)
 
 On a GPU every timed block ends with a synchronisation, the GEMM peak is taken at 8192^3 as well, and
 ``torch.backends`` precision is the fp32 default ("highest": no TF32) unless ``--matmul-precision`` says otherwise.
@@ -474,10 +475,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--packed", action="store_true",
                         help="instead: sweeps of dna-size runs packed (hydra/launcher=packed) against the joblib "
                              "launcher (one job per core; on a GPU, one job at a time), and the packed step's parts")
+    parser.add_argument("--objectives", action="store_true",
+                        help="instead: one training step of each masks= objective (Jensen bank, mixture, learned "
+                             "mixture, PoE with importance-sampled log Z) on MNIST-size MADE, K = 4 and 16")
     args = parser.parse_args(argv)
     torch.set_float32_matmul_precision(args.matmul_precision)
     log = functools.partial(print, "...", flush=True)
-    if args.packed:
+    if args.objectives:
+        from made_exp.cli.bench_objectives import run_objective_benchmarks
+
+        timed = run_objective_benchmarks(repeats=2 if args.quick else 3, device=args.device, log=log)
+        results = {**machine_info(args.device), **timed}
+    elif args.packed:
         from made_exp.cli.bench_packed import run_packed_benchmarks
 
         gpu = torch.device(args.device).type == "cuda"
