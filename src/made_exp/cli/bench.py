@@ -40,6 +40,7 @@ from made_exp.cli.timing import (
     best_seconds_per_call,
     machine_info,
     synchronize,
+    timed_made,
     training_gemm_flops,
 )
 from made_exp.core.ensemble import Mixture
@@ -176,12 +177,6 @@ def _adam(parameters, fused: bool = True) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=1e-3, fused=fused)
 
 
-def _build(input_dim: int, hidden: Sequence[int], device: str = "cpu") -> MADE:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a narrow layer can cut an input off: irrelevant to speed
-        return MADE(input_dim, list(hidden)).to(device)
-
-
 def bare_step(train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimizer, loss: Callable[[Tensor], Tensor],
               after_step: Callable[[], None] = lambda: None) -> Callable[[], None]:
     """A hand-written training step: next minibatch, forward, backward, optimiser step (then ``after_step``)."""
@@ -207,7 +202,7 @@ def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: B
     """Seconds per minibatch through ``Trainer.fit`` with MADEModule, startup excluded; the batches come
     from host memory, as in made-train. Blocks hold about ``config.steps`` minibatches however they are
     grouped, as long as the bare steps' blocks: on a noisy machine the fastest of longer blocks is slower."""
-    model = _build(splits["train"].shape[1], [hidden])
+    model = timed_made(splits["train"].shape[1], [hidden])
     module = MADEModule(model, functools.partial(_adam), MaskSchedule(), Mixture(num_masks=1), num_samples=0)
     data = ResidentDataModule(splits, config.batch_size, minibatches_per_step)
     steps = -(-config.steps // minibatches_per_step)  # Lightning steps per block
@@ -244,7 +239,7 @@ def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) 
     forward and backward, that with unfused Adam, and the plain baseline."""
     input_dim, steps = train.shape[1], {}
     torch.manual_seed(0)
-    baked, baked_bce, unbaked, unfused = (_build(input_dim, [hidden], config.device) for _ in range(4))
+    baked, baked_bce, unbaked, unfused = (timed_made(input_dim, [hidden], config.device) for _ in range(4))
     for model in (baked, baked_bce):
         model.bake_mask()
     steps["bare"] = bare_step(train, config, _adam(baked.parameters()), lambda x: -baked.log_prob(x).mean(),
@@ -256,7 +251,7 @@ def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) 
         train, config, _adam(unfused.parameters(), fused=False), lambda x: -unfused.log_prob(x).mean()
     )
     if baseline:
-        net = BaselineMADE(_build(input_dim, [hidden], config.device)).to(config.device)
+        net = BaselineMADE(timed_made(input_dim, [hidden], config.device)).to(config.device)
         steps["baseline"] = bare_step(train, config, torch.optim.Adam(net.parameters()), functools.partial(bce, net))
     return steps
 
@@ -301,7 +296,7 @@ def lightning_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchCo
 
 def ensemble_benchmark(test: Tensor, num_masks: int, num_examples: int, config: BenchConfig) -> dict:
     """Mask-examples/s of the uniform mixture over ``num_masks`` fresh masks on ``num_examples`` test rows."""
-    model = _build(test.shape[1], [config.hidden], config.device).eval()
+    model = timed_made(test.shape[1], [config.hidden], config.device).eval()
     ensemble = Mixture(num_masks=num_masks, mask_source="fresh", seed=0)
     ensemble.prepare(model)
     x = test[:num_examples].to(config.device)
@@ -340,7 +335,7 @@ def incremental_seconds(model: MADE, batch: int, generator: torch.Generator) -> 
 
 def sampler_benchmark(input_dim: int, hidden: Sequence[int], batch: int, positions: int | None,
                       device: str = "cpu") -> dict:
-    model = _build(input_dim, hidden, device)
+    model = timed_made(input_dim, hidden, device)
     generator = torch.Generator().manual_seed(0)
     naive_seconds(model, batch, 2, generator)  # warm-up
     naive = naive_seconds(model, batch, positions, generator)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from made_exp.cli.timing import best_seconds_interleaved
+from made_exp.cli.timing import best_seconds_interleaved, timed_made
 from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
 from made_exp.core.objectives import MixtureWeights
@@ -42,12 +42,12 @@ def objective_steps(input_dim: int, hidden: int, num_masks: int, batch_size: int
     x = torch.rand(batch_size, input_dim, generator=torch.Generator().manual_seed(0)).round().to(device)
     steps = {}
     for name, schedule in schedules(log_z_samples).items():
-        model = MADE(input_dim, [hidden], num_masks=num_masks, seed=0).to(device)
+        model = timed_made(input_dim, [hidden], device, num_masks)
         weights = schedule.mixture_weights(model)
         weights = weights.to(device) if weights is not None else None
         parameters = [*model.parameters(), *(weights.parameters() if weights is not None else [])]
         steps[name] = _step(model, schedule, weights, torch.optim.Adam(parameters), x)
-    sampled = MADE(input_dim, [hidden], num_masks=num_masks, seed=0).to(device)
+    sampled = timed_made(input_dim, [hidden], device, num_masks)
     bank = [sampled.mask(k) for k in range(num_masks)]
     steps["draw_poe_samples"] = lambda: sample_mixture(sampled, bank, log_z_samples, sampled.generator)
     return steps

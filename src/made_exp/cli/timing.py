@@ -1,19 +1,21 @@
 """Timing for the benchmarks: best-of-blocks wall time (interleaved, for ratios on a shared machine), GEMM FLOPs
-of a training step, and what machine ran them."""
+of a training step, what machine ran them, and the models they time."""
 
 from __future__ import annotations
 
 import datetime
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 
+from made_exp.core.made import MADE
 from made_exp.runs.results import hardware
 
 __all__ = ["synchronize", "best_seconds_interleaved", "best_seconds_per_call", "best_block", "training_gemm_flops",
-           "machine_info"]
+           "machine_info", "timed_made"]
 
 
 def synchronize(device: str) -> None:
@@ -71,3 +73,11 @@ def machine_info(device: str = "cpu") -> dict:
     """What results.json records as hardware, plus the device, the fp32 matmul precision and the date."""
     return {**hardware(), "device": device, "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def timed_made(input_dim: int, hidden: Sequence[int], device: str = "cpu", num_masks: int = 1) -> MADE:
+    """A MADE to time, on ``device``, without the warning that a narrow layer cuts an input off (irrelevant to
+    speed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MADE(input_dim, list(hidden), num_masks=num_masks).to(device)
