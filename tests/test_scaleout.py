@@ -220,6 +220,8 @@ def test_a_rerun_sweep_with_overwrite_trains_its_finished_jobs_on(tmp_path, laun
         assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
         runs.setdefault(name, []).append(json.loads((tmp_path / name / "0" / "results.json").read_text()))
     assert [results["epochs"] for results in runs["capped"]] == [2, 2, 4]  # skipped without overwrite=true
+    previous = json.loads((tmp_path / "capped" / "0" / "results.previous.json").read_text())
+    assert previous["epochs"] == 2  # reopened: the earlier results kept beside the new ones
     (whole,), on = runs["whole"], runs["capped"][-1]
     assert on["metrics"]["test/nll"] == pytest.approx(whole["metrics"]["test/nll"], abs=1e-6)
     assert on["per_mask_nll"] == pytest.approx(whole["per_mask_nll"], abs=1e-6)

@@ -130,6 +130,31 @@ def test_a_run_capped_by_its_own_max_epochs_trains_on_to_the_uninterrupted_resul
     assert results[0]["per_mask_nll"] == results[1]["per_mask_nll"]
 
 
+@pytest.mark.slow
+def test_a_finished_run_reopened_and_stopped_reads_as_unfinished_and_keeps_its_earlier_results(tmp_path):
+    """``overwrite=true`` reopens a finished run; a SIGTERM before it finishes again leaves no results.json (whose
+    numbers the checkpoints no longer hold) but results.previous.json, and a plain resume then finishes it."""
+    run_dir = tmp_path / "run"
+    done = made_train([*LONG, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    finished_at = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    reopen = [str(BIN / "made-train"), f"resume={run_dir}", "trainer.max_epochs=40", "overwrite=true"]
+    process = subprocess.Popen(reopen, env=environment(tmp_path), text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns == finished_at and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143, process.communicate()[1][-3000:]
+    assert not (run_dir / "results.json").exists()
+    assert json.loads((run_dir / "results.previous.json").read_text())["epochs"] == 1
+
+    resumed = made_train([f"resume={run_dir}"], tmp_path)  # unfinished: no overwrite=true needed
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["epochs"] == 40
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / ".resume.lock").write_text(dead.stdout.strip())

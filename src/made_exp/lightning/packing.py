@@ -196,6 +196,7 @@ class Member:
         self.datamodule.load_state_dict(state[type(self.datamodule).__qualname__])
         self.epoch, self.step = state["packed"]["epoch"], state["packed"]["step"]
         self.early_stop = EarlyStop(**state["packed"]["early_stop"])
+        self.run.reopen()
 
     def save(self, improved: bool) -> None:
         """Write ``last.ckpt``, and copy it to ``best.ckpt`` when this epoch is the best (one serialisation)."""

@@ -96,6 +96,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     check_mask_bank_memory(cfg.model, datamodule.input_dim)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
+    if resume_from is not None:
+        RunDir(output_dir).reopen()
     quiet_lightning()
     log.info(f"run dir: {output_dir}")
     with _ddp_ranks_join(output_dir):

@@ -77,6 +77,10 @@ class RunDir:
         return self.path / RESULTS
 
     @property
+    def previous_results(self) -> Path:
+        return self.path / "results.previous.json"
+
+    @property
     def error(self) -> Path:
         return self.path / "error.json"
 
@@ -107,6 +111,15 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return self.results.is_file()
+
+    def reopen(self) -> None:
+        """A finished run that trains on (``overwrite=true``): its ``results.json`` becomes
+        ``results.previous.json``, so that until it finishes again it reads as unfinished (resumable, left out of
+        reports) rather than as finished with numbers its checkpoints no longer hold."""
+        try:
+            self.results.replace(self.previous_results)
+        except FileNotFoundError:  # not finished, or another rank of the same run moved it first
+            pass
 
 
 def check_checkpoint(path: Path) -> Path:
