@@ -146,7 +146,8 @@ def test_a_finished_run_reopened_and_stopped_reads_as_unfinished_and_keeps_its_e
         assert process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 143, process.communicate()[1][-3000:]
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, stderr[-3000:]
     assert not (run_dir / "results.json").exists()
     assert json.loads((run_dir / "results.previous.json").read_text())["epochs"] == 1
 
