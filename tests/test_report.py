@@ -11,6 +11,7 @@ import pytest
 
 from made_exp.cli.report import main
 from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, PAPER_MNIST, PAPER_UCI, mnist_column, paper_value
+from made_exp.runs.records import epoch_rows
 
 DNA_ONE_MASK = [84.0, 85.0, 86.5]
 DNA_FRESH = [80.0, 80.5, 81.5]
@@ -232,3 +233,13 @@ def test_made_train_records_what_ended_training(tmp_path, overrides, expected):
         "~callbacks.rich_progress_bar", f"paths.output_dir={tmp_path}", *overrides,
     ], with_hydra=False)
     assert train(cfg)["stopped_by"] == expected
+
+
+def test_epoch_rows_of_a_resumed_run_take_the_later_start_s_row_of_a_repeated_epoch(tmp_path):
+    logs = {0: "epoch,step,val/nll,test/nll\n0,10,5.0,\n1,20,4.0,\n2,30,3.9,\n",  # epoch 2 cut short, repeated
+            1: "epoch,step,val/nll,test/nll\n2,30,3.5,\n3,40,3.4,\n3,40,,3.6\n"}  # the test's row has no val/nll
+    for version, text in logs.items():
+        (tmp_path / "csv" / f"version_{version}").mkdir(parents=True)
+        (tmp_path / "csv" / f"version_{version}" / "metrics.csv").write_text(text)
+    rows = epoch_rows(tmp_path, "val/nll")
+    assert [(row["epoch"], row["val/nll"]) for row in rows] == [("0", "5.0"), ("1", "4.0"), ("2", "3.5"), ("3", "3.4")]

@@ -12,17 +12,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from made_exp.runs.records import epoch_rows
+
 
 def merged_epochs(run: Path) -> tuple[list[str], list[dict]]:
     """(CSV columns, one row per epoch in epoch order) from every CSV log of ``run``."""
-    by_epoch, columns = {}, []
-    logs = sorted(run.glob("csv/version_*/metrics.csv"), key=lambda log: int(log.parent.name.removeprefix("version_")))
-    for metrics in logs:
-        with open(metrics) as lines:
-            reader = csv.DictReader(lines)
-            columns += [name for name in reader.fieldnames or [] if name not in columns]
-            by_epoch.update({int(row["epoch"]): row for row in reader if row.get("val/nll")})
-    rows = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    rows = epoch_rows(run, "val/nll")
+    columns = list(dict.fromkeys(name for row in rows for name in row))
     return [name for name in columns if any(row.get(name) for row in rows)], rows
 
 

@@ -7,7 +7,6 @@ One line per run, coloured by dataset, solid for K = 4 and dashed for K = 16; th
 run, ESS/S and log Z after epochs 1 and 10 and at the last epoch.
 """
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -17,9 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from made_exp.runs.records import results_files  # noqa: E402
+from made_exp.runs.records import epoch_rows, results_files  # noqa: E402
 
 COLOURS = {"dna": "tab:blue", "mushrooms": "tab:green", "nips": "tab:red"}
+LINES = {4: "-", 16: "--"}  # by K
 
 
 def poe_objective_runs(roots: list[Path]) -> list[tuple[Path, dict]]:
@@ -30,16 +30,10 @@ def poe_objective_runs(roots: list[Path]) -> list[tuple[Path, dict]]:
 
 
 def per_epoch(run: Path) -> tuple[list[int], list[float], list[float]]:
-    """(epochs, log Z estimates, ESS/S) of ``run``, one entry per training epoch (1-based); a resumed run has a
-    CSV log per start (``version_0``, ``version_1``, ...), the later one holding a repeated epoch."""
-    by_epoch = {}
-    logs = sorted(run.glob("csv/version_*/metrics.csv"), key=lambda log: int(log.parent.name.removeprefix("version_")))
-    for metrics in logs:
-        with open(metrics) as lines:
-            by_epoch.update({int(row["epoch"]) + 1: row for row in csv.DictReader(lines) if row.get("train/log_z")})
-    epochs = sorted(by_epoch)
-    return (epochs, [float(by_epoch[e]["train/log_z"]) for e in epochs],
-            [float(by_epoch[e]["train/effective_sample_fraction"]) for e in epochs])
+    """(epochs, log Z estimates, ESS/S) of ``run``, one entry per training epoch (1-based)."""
+    rows = epoch_rows(run, "train/log_z")
+    return ([int(row["epoch"]) + 1 for row in rows], [float(row["train/log_z"]) for row in rows],
+            [float(row["train/effective_sample_fraction"]) for row in rows])
 
 
 def main(out: Path, roots: list[Path]) -> None:
@@ -50,7 +44,7 @@ def main(out: Path, roots: list[Path]) -> None:
         dataset, samples = config["data"]["name"], config["masks"]["log_z_samples"]
         epochs, log_z, fraction = per_epoch(run)
         num_masks = config["model"]["num_masks"]
-        style = {"color": COLOURS.get(dataset, "grey"), "alpha": 0.7, "lw": 1, "ls": "-" if num_masks == 4 else "--"}
+        style = {"color": COLOURS.get(dataset, "grey"), "alpha": 0.7, "lw": 1, "ls": LINES[num_masks]}
         log_z_axis.plot(epochs, log_z, **style)
         ess_axis.plot(epochs, fraction, **style)
         picks = [0, min(9, len(epochs) - 1), len(epochs) - 1]
@@ -58,7 +52,7 @@ def main(out: Path, roots: list[Path]) -> None:
               f"{' / '.join(f'{log_z[i]:.1f}' for i in picks)} | {epochs[-1]} |")
     for dataset, colour in COLOURS.items():
         log_z_axis.plot([], [], color=colour, label=dataset)
-    for num_masks, line in (4, "-"), (16, "--"):
+    for num_masks, line in LINES.items():
         log_z_axis.plot([], [], color="black", ls=line, lw=1, label=f"K = {num_masks}")
     log_z_axis.set(xlabel="epoch", ylabel="training log Z estimate (nats)", title="log Z by SNIS from the mixture")
     ess_axis.set(xlabel="epoch", ylabel="ESS / S", yscale="log", title="effective sample fraction")

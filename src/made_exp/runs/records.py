@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from made_exp.errors import UserError
 from made_exp.runs.rundir import RESULTS
 
-__all__ = ["ReportError", "dataset_name", "results_files"]
+__all__ = ["ReportError", "dataset_name", "results_files", "epoch_rows"]
 
 
 class ReportError(UserError, ValueError):
@@ -29,3 +30,16 @@ def results_files(directory: Path) -> list[Path]:
     if not paths:
         raise ReportError(f"no results.json under {directory}")
     return paths
+
+
+def epoch_rows(run_dir: Path, metric: str) -> list[dict[str, str]]:
+    """The CSV logger's rows of ``run_dir`` that hold ``metric``, one per epoch, in epoch order. A resumed run has a
+    log per start (``csv/version_0``, ``version_1``, ...) and repeats the interrupted epoch: the later start's row
+    counts."""
+    logs = sorted(Path(run_dir).glob("csv/version_*/metrics.csv"),
+                  key=lambda log: int(log.parent.name.removeprefix("version_")))
+    by_epoch: dict[int, dict[str, str]] = {}
+    for metrics in logs:
+        with open(metrics) as lines:
+            by_epoch.update({int(row["epoch"]): row for row in csv.DictReader(lines) if row.get(metric)})
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
