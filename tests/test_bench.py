@@ -18,7 +18,7 @@ from made_exp.cli.bench import (
     main,
     run_benchmarks,
 )
-from made_exp.cli.bench_objectives import objective_steps, run_objective_benchmarks, schedules
+from made_exp.cli.bench_objectives import run_objective_benchmarks, schedules
 from made_exp.cli.timing import best_block, training_gemm_flops
 from made_exp.core.made import MADE, hidden_mask, output_mask
 from made_exp.core.sampling import sample_incremental, sample_naive
@@ -229,5 +229,3 @@ def test_objective_benchmark_sets_each_objective_up_as_made_train_does(name):
     assert (timed.schedule, timed.objective, timed.samples_per_step, timed.alpha) == (
         trained.schedule, trained.objective, trained.samples_per_step, trained.alpha)
     assert schedules(7)["jensen"].objective == "nll" and schedules(7)["jensen"].schedule == "cycle"
-    for step in objective_steps(input_dim=6, hidden=8, num_masks=2, batch_size=5, log_z_samples=7).values():
-        step()
