@@ -83,8 +83,7 @@ class SlurmCluster:
 
     def run(self, *command: str, timeout: float = 30) -> str:
         """Run a SLURM client command against this cluster; its stdout."""
-        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=True,
-                              timeout=timeout).stdout
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=True, timeout=timeout).stdout
 
 
 class ClusterUnavailable(RuntimeError):
@@ -92,8 +91,9 @@ class ClusterUnavailable(RuntimeError):
 
 
 def missing_binaries() -> list[str]:
-    return [name for name in (*DAEMONS, *CLIENTS) if shutil.which(name) is None
-            and not Path("/usr/sbin", name).is_file()]
+    return [
+        name for name in (*DAEMONS, *CLIENTS) if shutil.which(name) is None and not Path("/usr/sbin", name).is_file()
+    ]
 
 
 def node_memory_mb() -> int:
@@ -109,8 +109,11 @@ def _free_port() -> int:
 
 
 def client_env(state_dir: Path) -> dict[str, str]:
-    return {**os.environ, "SLURM_CONF": str(state_dir / "slurm.conf"),
-            "PATH": f"{state_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        **os.environ,
+        "SLURM_CONF": str(state_dir / "slurm.conf"),
+        "PATH": f"{state_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 def _write_config(state_dir: Path) -> None:
@@ -119,9 +122,16 @@ def _write_config(state_dir: Path) -> None:
     key = state_dir / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o600)
-    (state_dir / "slurm.conf").write_text(SLURM_CONF.format(
-        host=socket.gethostname(), state=state_dir, ctld_port=_free_port(), slurmd_port=_free_port(),
-        cpus=os.cpu_count(), memory_mb=node_memory_mb()))
+    (state_dir / "slurm.conf").write_text(
+        SLURM_CONF.format(
+            host=socket.gethostname(),
+            state=state_dir,
+            ctld_port=_free_port(),
+            slurmd_port=_free_port(),
+            cpus=os.cpu_count(),
+            memory_mb=node_memory_mb(),
+        )
+    )
     sacct = state_dir / "bin" / "sacct"
     sacct.write_text(SACCT.format(python=sys.executable, tests_dir=str(Path(__file__).resolve().parent)))
     sacct.chmod(0o755)
@@ -143,10 +153,21 @@ def start(state_dir: Path) -> SlurmCluster:
     _write_config(state_dir)
     env = client_env(state_dir)
     try:
-        subprocess.run([_sbin("munged"), "--force", f"--socket={state_dir}/munge.socket",
-                        f"--key-file={state_dir}/munge.key", f"--pid-file={state_dir}/munged.pid",
-                        f"--log-file={state_dir}/munged.log", f"--seed-file={state_dir}/munged.seed"],
-                       check=True, capture_output=True, text=True, timeout=30)
+        subprocess.run(
+            [
+                _sbin("munged"),
+                "--force",
+                f"--socket={state_dir}/munge.socket",
+                f"--key-file={state_dir}/munge.key",
+                f"--pid-file={state_dir}/munged.pid",
+                f"--log-file={state_dir}/munged.log",
+                f"--seed-file={state_dir}/munged.seed",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         subprocess.run([_sbin("slurmctld"), "-c"], env=env, check=True, capture_output=True, text=True, timeout=30)
         subprocess.run([_sbin("slurmd")], env=env, check=True, capture_output=True, text=True, timeout=30)
         cluster = SlurmCluster(state_dir, env)
@@ -174,8 +195,9 @@ def _wait_until_idle(cluster: SlurmCluster) -> None:
 
 def _log_tails(state_dir: Path, lines: int = 5) -> str:
     logs = (state_dir / f"{name}.log" for name in DAEMONS)
-    return "\n".join(f"{log.name}: " + " | ".join(log.read_text().splitlines()[-lines:])
-                     for log in logs if log.is_file())
+    return "\n".join(
+        f"{log.name}: " + " | ".join(log.read_text().splitlines()[-lines:]) for log in logs if log.is_file()
+    )
 
 
 def stop(state_dir: Path) -> None:
@@ -233,8 +255,10 @@ def main(argv: list[str]) -> None:
         start(state_dir)
     except ClusterUnavailable as error:
         sys.exit(f"slurm_cluster: error: {error}")
-    print(f"# local SLURM cluster up ({state_dir}); for its clients:\n"
-          f"export SLURM_CONF={state_dir}/slurm.conf PATH={state_dir}/bin:$PATH")
+    print(
+        f"# local SLURM cluster up ({state_dir}); for its clients:\n"
+        f"export SLURM_CONF={state_dir}/slurm.conf PATH={state_dir}/bin:$PATH"
+    )
 
 
 if __name__ == "__main__":

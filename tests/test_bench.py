@@ -208,7 +208,8 @@ def test_packed_step_breakdown_parts_add_up_and_a_tiny_packed_sweep_runs(tmp_pat
     parts = bench_packed.step_breakdown(3, input_dim=8, hidden=16, batch_size=10, steps=2, repeats=1, warmup=1)
     assert all(math.isfinite(value) and value > 0 for key, value in parts.items() if not key.endswith("other_ms"))
     assert parts["step_3_packed_ms"] == pytest.approx(
-        parts["step_3_gemm_ms"] + parts["step_3_optimiser_ms"] + parts["step_3_other_ms"])
+        parts["step_3_gemm_ms"] + parts["step_3_optimiser_ms"] + parts["step_3_other_ms"]
+    )
     seconds = bench_packed.sweep_seconds("packed", 2, 1, tmp_path / "sweep")
     assert seconds > 0 and len(list((tmp_path / "sweep").glob("*/results.json"))) == 2
 
@@ -216,8 +217,9 @@ def test_packed_step_breakdown_parts_add_up_and_a_tiny_packed_sweep_runs(tmp_pat
 def test_objective_benchmark_times_every_objective_against_the_jensen_step():
     results = run_objective_benchmarks(num_masks=(2, 3), input_dim=6, hidden=8, batch_size=5, steps=1, repeats=1)
     names = ["jensen", "mixture_objective", "learned_mixture_objective", "poe_objective", "draw_poe_samples"]
-    assert sorted(results) == sorted(f"k{k}_{name}_{unit}" for k in (2, 3) for name in names
-                                     for unit in ("ms_per_step", "vs_jensen"))
+    assert sorted(results) == sorted(
+        f"k{k}_{name}_{unit}" for k in (2, 3) for name in names for unit in ("ms_per_step", "vs_jensen")
+    )
     assert all(math.isfinite(value) and value > 0 for value in results.values())
     assert results["k2_jensen_vs_jensen"] == results["k3_jensen_vs_jensen"] == 1.0
 
@@ -227,5 +229,9 @@ def test_objective_benchmark_sets_each_objective_up_as_made_train_does(name):
     timed = schedules(log_z_samples=7)[name]
     trained = compose_train([f"masks={name}"], with_hydra=False).masks
     assert (timed.schedule, timed.objective, timed.samples_per_step, timed.alpha) == (
-        trained.schedule, trained.objective, trained.samples_per_step, trained.alpha)
+        trained.schedule,
+        trained.objective,
+        trained.samples_per_step,
+        trained.alpha,
+    )
     assert schedules(7)["jensen"].objective == "nll" and schedules(7)["jensen"].schedule == "cycle"

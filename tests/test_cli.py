@@ -33,8 +33,18 @@ def only_run_dir(log_dir: Path) -> Path:
 def dna_run(tmp_path_factory) -> Path:
     """A few epochs of MADE on dna with the default loggers (W&B offline + CSV)."""
     log_dir = tmp_path_factory.mktemp("logs")
-    result = run([str(BIN / "made-train"), "data=dna", "masks=cycle", "model.num_masks=4",
-                  "model.hidden_sizes=[64]", "trainer.max_epochs=4", "seed=1"], log_dir)
+    result = run(
+        [
+            str(BIN / "made-train"),
+            "data=dna",
+            "masks=cycle",
+            "model.num_masks=4",
+            "model.hidden_sizes=[64]",
+            "trainer.max_epochs=4",
+            "seed=1",
+        ],
+        log_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "anonymous setting" not in result.stderr and "Tip:" not in result.stderr  # a normal run is quiet
     return only_run_dir(log_dir)
@@ -82,8 +92,13 @@ def test_eval_in_a_shell_without_made_data_dir_reads_the_data_the_run_trained_on
     not the (empty) cache or a download (any download would fail here: the proxy is a closed local port)."""
     env = {key: value for key, value in os.environ.items() if key != "MADE_DATA_DIR"}
     env.update(MADE_CACHE_DIR=str(tmp_path / "empty cache"), https_proxy="http://127.0.0.1:9", WANDB_MODE="offline")
-    result = subprocess.run([str(BIN / "made-eval"), str(dna_run), "--out", str(tmp_path / "eval.json")], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(BIN / "made-eval"), str(dna_run), "--out", str(tmp_path / "eval.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads((tmp_path / "eval.json").read_text())["metrics"]["test/nll"]
     assert scored == pytest.approx(json.loads((dna_run / "results.json").read_text())["metrics"]["test/nll"])
@@ -94,9 +109,23 @@ def test_eval_in_a_shell_without_made_data_dir_reads_the_data_the_run_trained_on
 def test_a_sigterm_stops_a_long_evaluation_at_once_with_143_and_writes_nothing(dna_run, tmp_path):
     """Lightning only flags a SIGTERM during a test; an AIS evaluation of hours must still end when a scheduler says."""
     out = tmp_path / "eval.json"
-    process = subprocess.Popen([str(BIN / "made-eval"), str(dna_run), "--ensemble", "poe", "--set", "log_z_method=ais",
-                                "ais_chains=20000", "ais_temperatures=5000", "--out", str(out)],
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    process = subprocess.Popen(
+        [
+            str(BIN / "made-eval"),
+            str(dna_run),
+            "--ensemble",
+            "poe",
+            "--set",
+            "log_z_method=ais",
+            "ais_chains=20000",
+            "ais_temperatures=5000",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     try:
         for line in process.stderr:  # Lightning's device lines: the trainer exists, the test begins
             if "TPU available" in line:
@@ -134,8 +163,20 @@ def test_sample_never_overwrites_a_file_unasked(dna_run, tmp_path):
         assert_one_line_error(refused, str(out), "--overwrite")
         assert (out.stat().st_mtime_ns, out.read_bytes()) == kept
     assert (trained.stat().st_mtime_ns, trained.read_bytes()) == before
-    replaced = run([str(BIN / "made-sample"), str(dna_run), "--num-samples", "9", "--seed", "1", "--out", str(drawn),
-                    "--overwrite"], tmp_path)
+    replaced = run(
+        [
+            str(BIN / "made-sample"),
+            str(dna_run),
+            "--num-samples",
+            "9",
+            "--seed",
+            "1",
+            "--out",
+            str(drawn),
+            "--overwrite",
+        ],
+        tmp_path,
+    )
     assert replaced.returncode == 0 and drawn.stat().st_mtime_ns > kept[0], replaced.stderr[-3000:]
 
 
@@ -156,10 +197,13 @@ def test_a_run_trained_before_the_layered_layout_still_loads(dna_run, tmp_path):
     shutil.copytree(dna_run, old_run)
     config = old_run / ".hydra" / "config.yaml"
     text = config.read_text()
-    for new, old in [("made_exp.core.made.", "made_exp.made."), ("made_exp.core.masks.", "made_exp.masking."),
-                     ("made_exp.core.ensemble.", "made_exp.ensemble."),
-                     ("made_exp.data.datamodules.", "made_exp.data."),
-                     ("made_exp.lightning.module.", "made_exp.module.")]:
+    for new, old in [
+        ("made_exp.core.made.", "made_exp.made."),
+        ("made_exp.core.masks.", "made_exp.masking."),
+        ("made_exp.core.ensemble.", "made_exp.ensemble."),
+        ("made_exp.data.datamodules.", "made_exp.data."),
+        ("made_exp.lightning.module.", "made_exp.module."),
+    ]:
         assert new in text
         text = text.replace(new, old)
     config.write_text(text)
@@ -185,8 +229,9 @@ def test_a_truncated_checkpoint_is_one_line_naming_it_and_best_never_silently_be
     assert result.returncode == 2 and "pass --checkpoint last" in result.stderr
     result = run([str(BIN / "made-eval"), str(broken), "--checkpoint", "last"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((broken / "eval_mixture.json").read_text())["checkpoint"] == str(broken / "checkpoints" /
-                                                                                       "last.ckpt")
+    assert json.loads((broken / "eval_mixture.json").read_text())["checkpoint"] == str(
+        broken / "checkpoints" / "last.ckpt"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

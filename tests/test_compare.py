@@ -28,8 +28,10 @@ def test_experiment_sweeps_k_and_datasets_over_a_cycled_bank():
     validate_config(cfg)
     assert cfg.masks.schedule == "cycle" and list(cfg.model.hidden_sizes) == [500]
     params = cfg.hydra.sweeper.params
-    swept = {o.key_or_group: o.sweep_string_iterator() for o in
-             OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])}
+    swept = {
+        o.key_or_group: o.sweep_string_iterator()
+        for o in OverridesParser.create().parse_overrides([f"{key}={value}" for key, value in params.items()])
+    }
     assert [int(k) for k in swept["model.num_masks"]] == [1, 2, 4, 8, 16, 32, 64]
     assert list(swept["data"]) == ["dna", "mushrooms", "nips", "binarized_mnist"]
 
@@ -41,10 +43,23 @@ def compared(tmp_path_factory) -> tuple[Path, Path, str]:
     sweep, out = root / "sweep", root / "out"
     env = {**os.environ, "MADE_LOG_DIR": str(root / "logs"), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     trained = subprocess.run(
-        [str(BIN / "made-train"), "-m", "data=synthetic", "masks=cycle", "model.num_masks=1,2",
-         "model.hidden_sizes=[16]", "trainer=debug", "logger=none", "module.num_samples=0",
-         f"hydra.sweep.dir={sweep}"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            str(BIN / "made-train"),
+            "-m",
+            "data=synthetic",
+            "masks=cycle",
+            "model.num_masks=1,2",
+            "model.hidden_sizes=[16]",
+            "trainer=debug",
+            "logger=none",
+            "module.num_samples=0",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -55,8 +70,16 @@ def compared(tmp_path_factory) -> tuple[Path, Path, str]:
 def test_compare_tables_every_strategy_and_marks_logit_average_unnormalised(compared):
     sweep, out, printed = compared
     header = printed.splitlines()[0]
-    for label in ["mixture", "learned mixture", "best single mask", "product of experts", "PoE unnormalised",
-                  "PoE log Z", "eff. masks", "logit average (unnormalised)"]:
+    for label in [
+        "mixture",
+        "learned mixture",
+        "best single mask",
+        "product of experts",
+        "PoE unnormalised",
+        "PoE log Z",
+        "eff. masks",
+        "logit average (unnormalised)",
+    ]:
         assert label in header
     assert "NOT a normalised distribution" in (out / "report.md").read_text()
     assert (out / "nll_vs_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -98,8 +121,11 @@ def test_compare_scores_again_a_run_whose_weights_changed_or_whose_evaluation_do
     state["state_dict"]["model.output.bias"] += 0.5
     torch.save(state, checkpoint)
     stale = json.loads((trained_on / "eval_mixture.json").read_text())
-    (legacy / "eval_mixture.json").write_text(json.dumps(
-        {k: v for k, v in json.loads((legacy / "eval_mixture.json").read_text()).items() if k != "weights_sha256"}))
+    (legacy / "eval_mixture.json").write_text(
+        json.dumps(
+            {k: v for k, v in json.loads((legacy / "eval_mixture.json").read_text()).items() if k != "weights_sha256"}
+        )
+    )
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("eval_*.json")}
     compare(runs, tmp_path / "out")
     redone = {p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}
@@ -143,12 +169,16 @@ def test_compare_scores_poe_by_ais_beside_the_default_without_reusing_either(com
     assert "Settings: poe.log_z_method=ais, poe.ais_temperatures=20." in (tmp_path / "ais" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("poe.ais_chains=0", "ensemble.ais_chains=0 is not allowed; it must be >= 1"),
-    ("poe.ais_schedule=cosine", "ais_schedule"),
-])
-def test_a_bad_strategy_setting_is_one_line_and_exit_2_before_any_evaluation(compared, tmp_path, capsys, setting,
-                                                                             message):
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("poe.ais_chains=0", "ensemble.ais_chains=0 is not allowed; it must be >= 1"),
+        ("poe.ais_schedule=cosine", "ais_schedule"),
+    ],
+)
+def test_a_bad_strategy_setting_is_one_line_and_exit_2_before_any_evaluation(
+    compared, tmp_path, capsys, setting, message
+):
     sweep, _, _ = compared
     with pytest.raises(SystemExit) as exit_info:
         main([str(sweep), "--out", str(tmp_path), "--set", "poe.log_z_method=ais", setting])
@@ -174,6 +204,14 @@ def test_runs_trained_differently_are_kept_apart():
     assert training_label({"masks": {"schedule": "cycle", "objective": "nll"}}) == "bank, Jensen"
     assert training_label({"masks": {"schedule": "fresh", "objective": "nll"}}) == "fresh masks, Jensen"
     assert training_label({"masks": {"schedule": "cycle", "objective": "poe"}}) == "PoE objective"
-    rows = [{"dataset": "dna", "training": training, "num_masks": 4, "strategy": "mixture",
-             **{field: 80.0 for field in METRICS}} for training in ("bank, Jensen", "PoE objective")]
+    rows = [
+        {
+            "dataset": "dna",
+            "training": training,
+            "num_masks": 4,
+            "strategy": "mixture",
+            **{field: 80.0 for field in METRICS},
+        }
+        for training in ("bank, Jensen", "PoE objective")
+    ]
     assert len(summarise(rows)) == 2

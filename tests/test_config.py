@@ -49,34 +49,40 @@ def test_wrong_type_fails_at_composition():
         compose_train(["model.num_masks=many"])
 
 
-@pytest.mark.parametrize("override,choices", [
-    ("model.activation=gelu", "relu, tanh, sigmoid"),
-    ("model.direct_connection=skip", "none, output, full"),
-    ("masks.schedule=sometimes", "cycle, fresh"),
-    ("trainer.precision=foo", "32-true"),
-    ("matmul_precision=fastest", "highest, high, medium"),
-])
+@pytest.mark.parametrize(
+    "override,choices",
+    [
+        ("model.activation=gelu", "relu, tanh, sigmoid"),
+        ("model.direct_connection=skip", "none, output, full"),
+        ("masks.schedule=sometimes", "cycle, fresh"),
+        ("trainer.precision=foo", "32-true"),
+        ("matmul_precision=fastest", "highest, high, medium"),
+    ],
+)
 def test_value_outside_its_choices_fails_at_composition_naming_them(override, choices):
     with pytest.raises(ConfigCompositionException) as error:
         compose_train([override])
     assert choices in str(error.value.__cause__)
 
 
-@pytest.mark.parametrize("overrides,key", [
-    (["model.num_masks=0"], "model.num_masks"),
-    (["model.hidden_sizes=[]"], "model.hidden_sizes"),
-    (["model.hidden_sizes=[100,-1]"], "model.hidden_sizes"),
-    (["optimizer.lr=0"], "optimizer.lr"),
-    (["optimizer.lr=-0.1"], "optimizer.lr"),
-    (["data.batch_size=0"], "data.batch_size"),
-    (["data.eval_batch_size=0"], "data.eval_batch_size"),
-    (["data.minibatches_per_step=0"], "data.minibatches_per_step"),
-    (["trainer.max_epochs=-5"], "trainer.max_epochs"),
-    (["module.lr_decay=0"], "module.lr_decay"),
-    (["ensemble=poe", "ensemble.num_importance_samples=0"], "ensemble.num_importance_samples"),
-    (["ensemble=poe", "ensemble.ais_temperatures=1"], "ensemble.ais_temperatures"),
-    (["seed=-1"], "seed"),
-])
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["model.num_masks=0"], "model.num_masks"),
+        (["model.hidden_sizes=[]"], "model.hidden_sizes"),
+        (["model.hidden_sizes=[100,-1]"], "model.hidden_sizes"),
+        (["optimizer.lr=0"], "optimizer.lr"),
+        (["optimizer.lr=-0.1"], "optimizer.lr"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["data.eval_batch_size=0"], "data.eval_batch_size"),
+        (["data.minibatches_per_step=0"], "data.minibatches_per_step"),
+        (["trainer.max_epochs=-5"], "trainer.max_epochs"),
+        (["module.lr_decay=0"], "module.lr_decay"),
+        (["ensemble=poe", "ensemble.num_importance_samples=0"], "ensemble.num_importance_samples"),
+        (["ensemble=poe", "ensemble.ais_temperatures=1"], "ensemble.ais_temperatures"),
+        (["seed=-1"], "seed"),
+    ],
+)
 def test_value_outside_its_range_names_the_key_and_the_bound(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "=.* is not allowed; it must be"):
         validate_config(compose_train(overrides))

@@ -79,8 +79,11 @@ def test_grid_sweeps_parse_to_the_documented_number_of_jobs(experiment, jobs):
             validate_config(compose_train([f"experiment={experiment}", f"{override.get_key_element()}={value}"]))
 
 
-@pytest.mark.parametrize("script", sorted((Path(__file__).parents[1] / "experiments").glob("*/*.sh")),
-                         ids=lambda path: f"{path.parent.name}/{path.name}")
+@pytest.mark.parametrize(
+    "script",
+    sorted((Path(__file__).parents[1] / "experiments").glob("*/*.sh")),
+    ids=lambda path: f"{path.parent.name}/{path.name}",
+)
 def test_every_experiment_script_parses(script):
     """``bash -n``: a script that runs only on a lent GPU or for hours must not fail on a typo when it starts."""
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)

@@ -67,17 +67,28 @@ def test_ais_on_the_gpu_agrees_with_enumeration():
     model = random_made(8, num_masks=4).cuda()
     masks = [model.mask(k) for k in range(4)]
     exact = poe_log_z_exact(model, masks)
-    result = poe_log_z_ais(model, masks, num_chains=500, num_temperatures=50,
-                           generator=torch.Generator().manual_seed(0))
+    result = poe_log_z_ais(
+        model, masks, num_chains=500, num_temperatures=50, generator=torch.Generator().manual_seed(0)
+    )
     assert abs(result.log_z - exact) < 4 * result.log_z_stderr + 1e-3
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR")
 def test_made_train_runs_on_the_gpu(tmp_path):
-    command = [sys.executable, "-m", "made_exp.cli.train", "data=dna", "trainer=gpu", "logger=csv",
-               "masks=cycle", "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=3",
-               "matmul_precision=high"]
+    command = [
+        sys.executable,
+        "-m",
+        "made_exp.cli.train",
+        "data=dna",
+        "trainer=gpu",
+        "logger=csv",
+        "masks=cycle",
+        "model.num_masks=4",
+        "model.hidden_sizes=[64]",
+        "trainer.max_epochs=3",
+        "matmul_precision=high",
+    ]
     env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -90,18 +101,36 @@ def test_made_train_runs_on_the_gpu(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR")
 def test_a_packed_sweep_on_the_gpu_matches_the_same_sweep_run_alone(tmp_path):
-    sweep = ["-m", "data=dna", "trainer=gpu", "logger=csv", "module.num_samples=0", "masks=cycle",
-             "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=3", "seed=0,1,2",
-             "hydra.sweep.subdir=${hydra.job.num}"]
+    sweep = [
+        "-m",
+        "data=dna",
+        "trainer=gpu",
+        "logger=csv",
+        "module.num_samples=0",
+        "masks=cycle",
+        "model.num_masks=4",
+        "model.hidden_sizes=[64]",
+        "trainer.max_epochs=3",
+        "seed=0,1,2",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
     env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}
     for launcher in ("packed", "basic"):
-        command = [sys.executable, "-m", "made_exp.cli.train", *sweep, f"hydra/launcher={launcher}",
-                   f"hydra.sweep.dir={tmp_path / launcher}"]
+        command = [
+            sys.executable,
+            "-m",
+            "made_exp.cli.train",
+            *sweep,
+            f"hydra/launcher={launcher}",
+            f"hydra.sweep.dir={tmp_path / launcher}",
+        ]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     for job in range(3):
-        packed, alone = (json.loads((tmp_path / launcher / str(job) / "results.json").read_text())
-                         for launcher in ("packed", "basic"))
+        packed, alone = (
+            json.loads((tmp_path / launcher / str(job) / "results.json").read_text())
+            for launcher in ("packed", "basic")
+        )
         assert packed["packed_with"] == 3 and packed["epochs"] == alone["epochs"] == 3
         assert packed["metrics"]["test/nll"] == pytest.approx(alone["metrics"]["test/nll"], abs=1e-3)
 
@@ -111,8 +140,17 @@ def test_a_packed_sweep_on_the_gpu_matches_the_same_sweep_run_alone(tmp_path):
 def test_made_eval_scores_on_the_gpu_as_on_the_cpu(tmp_path):
     """The product of experts with log Z by AIS, scored on the GPU (the default where there is one) and on the CPU:
     the same masks and AIS noise (CPU generators), so the same numbers up to float rounding."""
-    command = [sys.executable, "-m", "made_exp.cli.train", "data=dna", "logger=csv", "masks=cycle",
-               "model.num_masks=4", "model.hidden_sizes=[64]", "trainer.max_epochs=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "made_exp.cli.train",
+        "data=dna",
+        "logger=csv",
+        "masks=cycle",
+        "model.num_masks=4",
+        "model.hidden_sizes=[64]",
+        "trainer.max_epochs=2",
+    ]
     env = {**os.environ, "MADE_LOG_DIR": str(tmp_path)}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -120,10 +158,28 @@ def test_made_eval_scores_on_the_gpu_as_on_the_cpu(tmp_path):
     scores = {}
     for accelerator in ("auto", "cpu"):
         out = tmp_path / f"{accelerator}.json"
-        result = subprocess.run([sys.executable, "-m", "made_exp.cli.evaluate", str(run_dir), "--ensemble", "poe",
-                                 "--set", "log_z_method=ais", "ais_chains=200", "ais_temperatures=20",
-                                 "--accelerator", accelerator, "--out", str(out)],
-                                env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "made_exp.cli.evaluate",
+                str(run_dir),
+                "--ensemble",
+                "poe",
+                "--set",
+                "log_z_method=ais",
+                "ais_chains=200",
+                "ais_temperatures=20",
+                "--accelerator",
+                accelerator,
+                "--out",
+                str(out),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         scores[accelerator] = json.loads(out.read_text())
     assert (scores["auto"]["device"], scores["cpu"]["device"]) == ("cuda", "cpu")

@@ -74,8 +74,10 @@ MATHS_AND_FILES = sorted(module for module in GRAPH if module.startswith(TORCH_O
 
 def test_maths_and_data_files_import_neither_lightning_nor_hydra():
     """All of them in one fresh interpreter: if any pulled in a framework, it would be in sys.modules."""
-    code = f"import sys, {', '.join(MATHS_AND_FILES)}; " \
-           "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'hydra', 'omegaconf') if m in sys.modules))"
+    code = (
+        f"import sys, {', '.join(MATHS_AND_FILES)}; "
+        "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'hydra', 'omegaconf') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]", f"{MATHS_AND_FILES} pull in {result.stdout.strip()}"

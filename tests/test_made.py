@@ -12,9 +12,7 @@ from made_exp.core.choices import ACTIVATIONS, DIRECT_CONNECTIONS
 from made_exp.core.made import MADE, Mask, MaskedLinear, log_bernoulli
 
 OPTIONS = list(
-    itertools.product(
-        tuple(ACTIVATIONS), DIRECT_CONNECTIONS, ([16], [12, 7], [3, 20, 9]), (False, True), (False, True)
-    )
+    itertools.product(tuple(ACTIVATIONS), DIRECT_CONNECTIONS, ([16], [12, 7], [3, 20, 9]), (False, True), (False, True))
 )
 
 
@@ -25,8 +23,16 @@ def all_binary(dim: int) -> torch.Tensor:
 def build(activation="relu", direct="none", hidden=(16,), natural=False, conditioned=False, dim=7, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = MADE(dim, list(hidden), activation=activation, direct_connection=direct, natural_ordering=natural,
-                     condition_on_mask=conditioned, init="orthogonal", **kwargs).double()
+        model = MADE(
+            dim,
+            list(hidden),
+            activation=activation,
+            direct_connection=direct,
+            natural_ordering=natural,
+            condition_on_mask=conditioned,
+            init="orthogonal",
+            **kwargs,
+        ).double()
     torch.manual_seed(0)  # deterministic weights and test inputs
     for parameter in model.parameters():  # non-zero mask-conditioning weights, so they are exercised too
         torch.nn.init.normal_(parameter, std=0.5)

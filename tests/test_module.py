@@ -16,16 +16,44 @@ from made_exp.errors import DivergenceError
 from made_exp.lightning.module import MADEModule, use_plain_cuda_checks_without_a_driver
 
 
-def fit(minibatches_per_step: int, schedule: str = "fresh", epochs: int = 2, lr_decay: float = 0.9,
-        compile_model: bool = False, num_masks: int = 3, callbacks=(), **masks):
+def fit(
+    minibatches_per_step: int,
+    schedule: str = "fresh",
+    epochs: int = 2,
+    lr_decay: float = 0.9,
+    compile_model: bool = False,
+    num_masks: int = 3,
+    callbacks=(),
+    **masks,
+):
     pl.seed_everything(0, verbose=False)
-    datamodule = SyntheticDataModule(input_dim=8, num_train=330, num_valid=100, num_test=100, batch_size=32,
-                                     minibatches_per_step=minibatches_per_step)
+    datamodule = SyntheticDataModule(
+        input_dim=8,
+        num_train=330,
+        num_valid=100,
+        num_test=100,
+        batch_size=32,
+        minibatches_per_step=minibatches_per_step,
+    )
     model = MADE(8, [24], num_masks=num_masks, seed=0)
-    module = MADEModule(model, partial(torch.optim.Adam, lr=1e-2), MaskSchedule(schedule, val_num_masks=3, **masks),
-                        Mixture(), lr_decay=lr_decay, num_samples=0, compile_model=compile_model)
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=True, callbacks=list(callbacks))
+    module = MADEModule(
+        model,
+        partial(torch.optim.Adam, lr=1e-2),
+        MaskSchedule(schedule, val_num_masks=3, **masks),
+        Mixture(),
+        lr_decay=lr_decay,
+        num_samples=0,
+        compile_model=compile_model,
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=list(callbacks),
+    )
     trainer.fit(module, datamodule=datamodule)
     return trainer, module, datamodule
 

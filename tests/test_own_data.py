@@ -127,8 +127,9 @@ def test_arrays_in_memory_are_validated_like_files():
     train, valid, test = (torch.from_numpy((rng.random((n, 5)) < 0.5).astype(np.float32)) for n in (20, 6, 4))
     dm = TensorDataModule(train, valid.numpy(), test.bool(), batch_size=8)
     assert dm.input_dim == 5 and torch.equal(dm.split("test"), test)
-    assert [len(x) for x in all_splits(TensorDataModule.from_array(one_array(40), split=(0.5, 0.25, 0.25)))
-            .values()] == [20, 10, 10]
+    assert [
+        len(x) for x in all_splits(TensorDataModule.from_array(one_array(40), split=(0.5, 0.25, 0.25))).values()
+    ] == [20, 10, 10]
     with pytest.raises(DataError, match="different numbers of columns"):
         TensorDataModule(train, valid[:, :4], test)
     with pytest.raises(DataError, match="valid array has values other than 0 and 1"):
@@ -208,8 +209,10 @@ def test_an_unusable_data_path_is_named_with_its_problem(tiny_in_cache, tmp_path
     else:
         target.write_bytes(tiny_in_cache.read_bytes())
         if os.geteuid() == 0:  # root reads through chmod 000, so make the open fail as it would for a user
+
             def denied(path, *args, **kwargs):
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
             monkeypatch.setattr(files, "open", denied, raising=False)
         else:
             target.chmod(0)
@@ -230,8 +233,12 @@ def own_run(tmp_path_factory) -> Path:
     """made-train on one .npy of one's own, given by a path relative to the working directory."""
     root = tmp_path_factory.mktemp("own")
     np.save(root / "votes.npy", one_array(200, 12))
-    result = cli("made-train", ["data=npz", "data.path=votes.npy", "data.split=[0.7,0.15,0.15]",
-                                "module.num_samples=0", *TINY_RUN], root / "logs", cwd=root)
+    result = cli(
+        "made-train",
+        ["data=npz", "data.path=votes.npy", "data.split=[0.7,0.15,0.15]", "module.num_samples=0", *TINY_RUN],
+        root / "logs",
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(root / "logs")
     return run_dir
@@ -279,10 +286,16 @@ def test_the_readme_python_example_trains_on_an_array(tmp_path):
 
     x = one_array(200, 8)
     data = TensorDataModule.from_array(x, split=(0.8, 0.1, 0.1), batch_size=20)
-    module = MADEModule(MADE(data.input_dim, [16]), optimizer=partial(torch.optim.Adam, lr=1e-2),
-                        masks=MaskSchedule(), ensemble=Mixture(), num_samples=0)
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+    module = MADEModule(
+        MADE(data.input_dim, [16]),
+        optimizer=partial(torch.optim.Adam, lr=1e-2),
+        masks=MaskSchedule(),
+        ensemble=Mixture(),
+        num_samples=0,
+    )
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, verbose=False)
     assert 0 < module.test_results["test/nll"] < 8 * np.log(2) + 1

@@ -20,19 +20,36 @@ from test_scaleout import made_train
 
 # 10 minibatches an epoch on a 12-bit synthetic set; a high learning rate and patience 2 make the runs stop early,
 # at different epochs
-SMALL = ["data=synthetic", "data.input_dim=12", "data.num_train=500", "data.num_valid=300", "data.num_test=300",
-         "data.batch_size=50", "model.hidden_sizes=[32]", "logger=csv", "module.num_samples=0",
-         "~callbacks.rich_progress_bar", "callbacks.early_stopping.patience=2", "trainer.max_epochs=15",
-         "optimizer.lr=0.03", "model.num_masks=4", "masks.val_num_masks=4", "ensemble.num_masks=4",
-         "hydra.sweep.subdir=${hydra.job.num}"]
+SMALL = [
+    "data=synthetic",
+    "data.input_dim=12",
+    "data.num_train=500",
+    "data.num_valid=300",
+    "data.num_test=300",
+    "data.batch_size=50",
+    "model.hidden_sizes=[32]",
+    "logger=csv",
+    "module.num_samples=0",
+    "~callbacks.rich_progress_bar",
+    "callbacks.early_stopping.patience=2",
+    "trainer.max_epochs=15",
+    "optimizer.lr=0.03",
+    "model.num_masks=4",
+    "masks.val_num_masks=4",
+    "ensemble.num_masks=4",
+    "hydra.sweep.subdir=${hydra.job.num}",
+]
 SWEEP = ["seed=0,1,2", "masks=cycle,fresh"]
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"hidden_sizes": [16, 12], "direct_connection": "full", "activation": "tanh"},
-    {"hidden_sizes": [16], "direct_connection": "output", "condition_on_mask": True},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"hidden_sizes": [16, 12], "direct_connection": "full", "activation": "tanh"},
+        {"hidden_sizes": [16], "direct_connection": "output", "condition_on_mask": True},
+    ],
+)
 def test_packed_forward_and_gradients_are_each_members_own(options):
     members = [MADE(input_dim=7, num_masks=3, seed=seed, **{"hidden_sizes": [16], **options}) for seed in range(3)]
     for member, mask in zip(members, [0, 2, 1], strict=True):
@@ -111,8 +128,17 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_packed_sweep_gives_every_run_what_it_gets_alone(tmp_path):
-    packed = made_train(["-m", "hydra/launcher=packed", "hydra.launcher.workers=2", *SMALL, *SWEEP,
-                         f"hydra.sweep.dir={tmp_path / 'packed'}"], tmp_path)
+    packed = made_train(
+        [
+            "-m",
+            "hydra/launcher=packed",
+            "hydra.launcher.workers=2",
+            *SMALL,
+            *SWEEP,
+            f"hydra.sweep.dir={tmp_path / 'packed'}",
+        ],
+        tmp_path,
+    )
     assert packed.returncode == 0, packed.stdout[-3000:] + packed.stderr[-3000:]
     assert (packed.stdout + packed.stderr).count("packing 3 runs") == 2  # two packs, trained at once
     alone = made_train(["-m", *SMALL, *SWEEP, f"hydra.sweep.dir={tmp_path / 'alone'}"], tmp_path)
@@ -141,8 +167,17 @@ def test_a_packed_sweep_gives_every_run_what_it_gets_alone(tmp_path):
 
 @pytest.mark.slow
 def test_runs_that_cannot_pack_run_alone_in_the_same_sweep(tmp_path):
-    result = made_train(["-m", "hydra/launcher=packed", *SMALL, "masks=cycle,poe_objective", "trainer.max_epochs=2",
-                         f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    result = made_train(
+        [
+            "-m",
+            "hydra/launcher=packed",
+            *SMALL,
+            "masks=cycle,poe_objective",
+            "trainer.max_epochs=2",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "runs alone (masks.objective=poe" in result.stdout + result.stderr
     packed, alone = (json.loads((tmp_path / "sweep" / str(job) / "results.json").read_text()) for job in (0, 1))
@@ -152,8 +187,18 @@ def test_runs_that_cannot_pack_run_alone_in_the_same_sweep(tmp_path):
 @pytest.mark.slow
 def test_runs_with_different_masks_a_step_train_in_separate_packs(tmp_path):
     """Fresh masks (one a step) and the mixture objective (masks.samples_per_step=4) in one sweep: two packs."""
-    result = made_train(["-m", "hydra/launcher=packed", *SMALL, "masks=fresh,mixture_objective", "seed=0,1",
-                         "trainer.max_epochs=2", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    result = made_train(
+        [
+            "-m",
+            "hydra/launcher=packed",
+            *SMALL,
+            "masks=fresh,mixture_objective",
+            "seed=0,1",
+            "trainer.max_epochs=2",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (result.stdout + result.stderr).count("packing 2 runs") == 2
     for job in range(4):
@@ -162,26 +207,36 @@ def test_runs_with_different_masks_a_step_train_in_separate_packs(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_stops_a_pack_and_rerunning_the_sweep_continues_it(tmp_path):
-    args = ["-m", "hydra/launcher=packed", "hydra.launcher.workers=2", *SMALL, "callbacks.early_stopping.patience=100",
-            "trainer.max_epochs=12", "seed=0,1,2"]  # two packs (2 + 1 runs) in two threads
+    args = [
+        "-m",
+        "hydra/launcher=packed",
+        "hydra.launcher.workers=2",
+        *SMALL,
+        "callbacks.early_stopping.patience=100",
+        "trainer.max_epochs=12",
+        "seed=0,1,2",
+    ]  # two packs (2 + 1 runs) in two threads
     whole = made_train([*args, f"hydra.sweep.dir={tmp_path / 'whole'}"], tmp_path)
     assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
     sweep = tmp_path / "stopped"
     process = made_train([*args, f"hydra.sweep.dir={sweep}"], tmp_path, wait=False)
-    output = sigterm_once(process, lambda: all("epoch 3/12" in _text(sweep / str(job) / "train.log")
-                                               for job in range(3)))
+    output = sigterm_once(
+        process, lambda: all("epoch 3/12" in _text(sweep / str(job) / "train.log") for job in range(3))
+    )
     assert f"rerun the sweep with hydra.sweep.dir={sweep}" in output
     assert not any((sweep / str(job) / "results.json").exists() for job in range(3))
     rerun = made_train([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     for job in range(3):
-        results, expected = (json.loads((d / str(job) / "results.json").read_text())
-                             for d in (sweep, tmp_path / "whole"))
+        results, expected = (
+            json.loads((d / str(job) / "results.json").read_text()) for d in (sweep, tmp_path / "whole")
+        )
         assert results["epochs"] == 12
         assert results["metrics"]["test/nll"] == pytest.approx(expected["metrics"]["test/nll"], abs=1e-6)
         for key, value in weights(tmp_path / "whole" / str(job) / "checkpoints" / "last.ckpt").items():
-            torch.testing.assert_close(weights(sweep / str(job) / "checkpoints" / "last.ckpt")[key], value,
-                                       rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(
+                weights(sweep / str(job) / "checkpoints" / "last.ckpt")[key], value, rtol=1e-6, atol=1e-6
+            )
 
 
 @pytest.mark.slow
@@ -189,8 +244,14 @@ def test_a_packed_run_resumed_alone_goes_on_as_a_pack_of_one_to_the_uninterrupte
     """A finished packed run capped at 3 epochs, resumed alone to 8 (``made-train resume=<job dir>
     trainer.max_epochs=8 overwrite=true``), stopped by a SIGTERM on the way and resumed again, ends as the 8-epoch
     packed run. Lightning's loop would restart a pack's checkpoint at epoch 0 with its early stopping forgotten."""
-    args = ["-m", "hydra/launcher=packed", *SMALL, "callbacks.early_stopping.patience=100", "seed=0",
-            "data.num_train=20000"]  # epochs long enough for a SIGTERM to land in one
+    args = [
+        "-m",
+        "hydra/launcher=packed",
+        *SMALL,
+        "callbacks.early_stopping.patience=100",
+        "seed=0",
+        "data.num_train=20000",
+    ]  # epochs long enough for a SIGTERM to land in one
     for name, epochs in (("whole", 8), ("capped", 3)):
         swept = made_train([*args, f"trainer.max_epochs={epochs}", f"hydra.sweep.dir={tmp_path / name}"], tmp_path)
         assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
@@ -234,13 +295,28 @@ def _text(path: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("MADE_DATA_DIR") is None, reason="set MADE_DATA_DIR to the paper's data")
 def test_an_optuna_batch_of_trials_trains_as_one_pack(tmp_path):
-    result = made_train(["-m", "hydra/sweeper=optuna_tpe", "hydra/launcher=packed", "data=dna",
-                         "model.hidden_sizes=[16]", "model.num_masks=1", "~callbacks.rich_progress_bar",
-                         "trainer.max_epochs=2", "logger=csv", "module.num_samples=0", "hydra.sweeper.n_trials=4",
-                         "hydra.sweeper.n_jobs=4", f"hydra.sweep.dir={tmp_path}/search"], tmp_path)
+    result = made_train(
+        [
+            "-m",
+            "hydra/sweeper=optuna_tpe",
+            "hydra/launcher=packed",
+            "data=dna",
+            "model.hidden_sizes=[16]",
+            "model.num_masks=1",
+            "~callbacks.rich_progress_bar",
+            "trainer.max_epochs=2",
+            "logger=csv",
+            "module.num_samples=0",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=4",
+            f"hydra.sweep.dir={tmp_path}/search",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "packing 4 runs" in result.stdout + result.stderr
     best = (tmp_path / "search" / "optimization_results.yaml").read_text()
-    values = [json.loads(path.read_text())["metrics"]["val/best_nll"]
-              for path in (tmp_path / "search").glob("*/results.json")]
+    values = [
+        json.loads(path.read_text())["metrics"]["val/best_nll"] for path in (tmp_path / "search").glob("*/results.json")
+    ]
     assert len(values) == 4 and f"{min(values)}"[:6] in best

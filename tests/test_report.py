@@ -21,8 +21,12 @@ def fake_config(dataset: str, seed: int, schedule: str, bank: int, test_masks: i
     run_dir = f"/logs/train/multiruns/x/{seed}"
     return {
         "seed": seed,
-        "data": {"_target_": "made_exp.data.datamodules.NPZDataModule", "name": dataset, "batch_size": 100,
-                 "seed": seed},
+        "data": {
+            "_target_": "made_exp.data.datamodules.NPZDataModule",
+            "name": dataset,
+            "batch_size": 100,
+            "seed": seed,
+        },
         "model": {"hidden_sizes": list(hidden), "num_masks": bank, "seed": seed, "direct_connection": "output"},
         "masks": {"schedule": schedule, "val_num_masks": 300 if schedule == "fresh" else bank},
         "ensemble": {"num_masks": test_masks, "mask_source": "fresh" if schedule == "fresh" else "bank"},
@@ -48,8 +52,13 @@ def multirun(tmp_path: Path) -> Path:
     for seed, nll in enumerate(DNA_ONE_MASK):
         write_run(root / f"{seed}_masks=single,seed={seed}", fake_config("dna", seed, "cycle", 1, None), nll, 10.0)
     for seed, nll in enumerate(DNA_FRESH):
-        write_run(root / f"{3 + seed}_masks=fresh,seed={seed}", fake_config("dna", seed, "fresh", 1, 1000), nll,
-                  20.0, per_mask_nll=[nll + 3, nll + 4, nll + 6])
+        write_run(
+            root / f"{3 + seed}_masks=fresh,seed={seed}",
+            fake_config("dna", seed, "fresh", 1, 1000),
+            nll,
+            20.0,
+            per_mask_nll=[nll + 3, nll + 4, nll + 6],
+        )
     (root / "6_failed" / ".hydra").mkdir(parents=True)
     return root
 
@@ -154,8 +163,12 @@ def test_dir_without_results_exits_2_with_one_line(tmp_path, make):
 
 def test_seeds_are_counted_by_distinct_value(tmp_path):
     """Two runs of seed 0 are one seed; seed 0 with another init stream is another."""
-    for name, seed, streams, nll in [("a", 0, None, 84.0), ("b", 0, None, 84.2), ("c", 1, None, 85.0),
-                                     ("d", 0, {"init": 5, "masks": 0, "data": 0}, 84.5)]:
+    for name, seed, streams, nll in [
+        ("a", 0, None, 84.0),
+        ("b", 0, None, 84.2),
+        ("c", 1, None, 85.0),
+        ("d", 0, {"init": 5, "masks": 0, "data": 0}, 84.5),
+    ]:
         config = fake_config("dna", seed, "cycle", 1, None)
         config["seeds"] = streams or {"init": seed, "masks": seed, "data": seed}
         write_run(tmp_path / name, config, nll)
@@ -185,8 +198,10 @@ def test_runs_shorter_than_the_protocol_are_labelled(tmp_path):
     config["callbacks"] = {"last_checkpoint": {"filename": "last"}}  # no early stopping at all
     write_run(tmp_path / "no_stopping", config, 86.0, epochs=1000)
     main([str(tmp_path), "--out", str(tmp_path / "report")])
-    rows = {row["run_dirs"].split()[0].rsplit("/", 1)[-1]: row
-            for row in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    rows = {
+        row["run_dirs"].split()[0].rsplit("/", 1)[-1]: row
+        for row in csv.DictReader((tmp_path / "report" / "report.csv").open())
+    }
     assert {name: row["short_of_protocol"] for name, row in rows.items()} == {
         "capped0": "trainer.max_epochs=20 (2 of 2 runs)",
         "old_capped0": "trainer.max_epochs=400 (1 of 1 runs)",
@@ -206,8 +221,12 @@ def test_figure_labels_are_not_cut_off(tmp_path):
 
     for bank, nll in [(1, 279.4612), (2, 279.4655), (4, 279.4631), (8, 279.4623)]:
         for seed in range(2):
-            write_run(tmp_path / f"k{bank}_s{seed}", fake_config("nips", seed, "cycle", bank, None), nll + 0.001 * seed,
-                      per_mask_nll=[nll + 0.001, nll + 0.002, nll + 0.004])
+            write_run(
+                tmp_path / f"k{bank}_s{seed}",
+                fake_config("nips", seed, "cycle", bank, None),
+                nll + 0.001 * seed,
+                per_mask_nll=[nll + 0.001, nll + 0.002, nll + 0.004],
+            )
     main([str(tmp_path), "--out", str(tmp_path / "report")])
     for figure in ("nll_vs_masks.png", "per_mask_nll.png"):
         pixels = matplotlib.image.imread(tmp_path / "report" / figure)[..., :3]
@@ -220,24 +239,42 @@ def test_figure_labels_are_not_cut_off(tmp_path):
     [
         (["trainer.max_epochs=2"], "max_epochs"),
         (["trainer.max_time=00:00:00:01"], "max_time"),
-        (["callbacks.early_stopping.patience=1", "data.num_train=100", "model.hidden_sizes=[256]",
-          "optimizer.lr=0.05"], "early_stopping"),  # overfits within a few epochs
+        (
+            [
+                "callbacks.early_stopping.patience=1",
+                "data.num_train=100",
+                "model.hidden_sizes=[256]",
+                "optimizer.lr=0.05",
+            ],
+            "early_stopping",
+        ),  # overfits within a few epochs
     ],
 )
 def test_made_train_records_what_ended_training(tmp_path, overrides, expected):
     from conftest import compose_train
     from made_exp.lightning.training import train
 
-    cfg = compose_train([
-        "data=synthetic", "model.hidden_sizes=[8]", "trainer.max_epochs=200", "logger=none", "module.num_samples=0",
-        "~callbacks.rich_progress_bar", f"paths.output_dir={tmp_path}", *overrides,
-    ], with_hydra=False)
+    cfg = compose_train(
+        [
+            "data=synthetic",
+            "model.hidden_sizes=[8]",
+            "trainer.max_epochs=200",
+            "logger=none",
+            "module.num_samples=0",
+            "~callbacks.rich_progress_bar",
+            f"paths.output_dir={tmp_path}",
+            *overrides,
+        ],
+        with_hydra=False,
+    )
     assert train(cfg)["stopped_by"] == expected
 
 
 def test_epoch_rows_of_a_resumed_run_take_the_later_start_s_row_of_a_repeated_epoch(tmp_path):
-    logs = {0: "epoch,step,val/nll,test/nll\n0,10,5.0,\n1,20,4.0,\n2,30,3.9,\n",  # epoch 2 cut short, repeated
-            1: "epoch,step,val/nll,test/nll\n2,30,3.5,\n3,40,3.4,\n3,40,,3.6\n"}  # the test's row has no val/nll
+    logs = {
+        0: "epoch,step,val/nll,test/nll\n0,10,5.0,\n1,20,4.0,\n2,30,3.9,\n",  # epoch 2 cut short, repeated
+        1: "epoch,step,val/nll,test/nll\n2,30,3.5,\n3,40,3.4,\n3,40,,3.6\n",
+    }  # the test's row has no val/nll
     for version, text in logs.items():
         (tmp_path / "csv" / f"version_{version}").mkdir(parents=True)
         (tmp_path / "csv" / f"version_{version}" / "metrics.csv").write_text(text)

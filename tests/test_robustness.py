@@ -26,14 +26,20 @@ from made_exp.runs.atomic import write_json_atomic
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
-TINY = ["model.hidden_sizes=[16]", "trainer.max_epochs=2", "logger=csv", "module.num_samples=0",
-        "~callbacks.rich_progress_bar"]
+TINY = [
+    "model.hidden_sizes=[16]",
+    "trainer.max_epochs=2",
+    "logger=csv",
+    "module.num_samples=0",
+    "~callbacks.rich_progress_bar",
+]
 
 
 def cli(program: str, args: list[str], log_dir: Path, cwd: Path | None = None, **env) -> subprocess.CompletedProcess:
     environment = {**os.environ, "MADE_LOG_DIR": str(log_dir), "WANDB_MODE": "offline", **env}
-    return subprocess.run([str(BIN / program), *args], env=environment, capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
+    return subprocess.run(
+        [str(BIN / program), *args], env=environment, capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -60,8 +66,9 @@ def write_npz(path: Path, **arrays) -> Path:
 def valid_arrays(info, rows=None) -> dict:
     rows = rows or {"train": info.num_train, "valid": info.num_valid, "test": info.num_test}
     generator = np.random.default_rng(0)
-    arrays = {f"{split}_data": (generator.random((n, info.input_dim)) < 0.5).astype(np.float32)
-              for split, n in rows.items()}
+    arrays = {
+        f"{split}_data": (generator.random((n, info.input_dim)) < 0.5).astype(np.float32) for split, n in rows.items()
+    }
     arrays.update({f"{split}_length": np.int32(n) for split, n in rows.items()})
     arrays["inputsize"] = np.int32(info.input_dim)
     return arrays
@@ -93,8 +100,9 @@ def test_bad_data_file_is_named_and_nothing_is_written(tmp_path, problem):
         path = write_npz(data_dir / "dna.npz", **arrays)
         if problem == "truncated":
             path.write_bytes(path.read_bytes()[:5000])
-    result = cli("made-train", ["data=dna", "data.download=false", *TINY], tmp_path / "logs",
-                 MADE_DATA_DIR=str(data_dir))
+    result = cli(
+        "made-train", ["data=dna", "data.download=false", *TINY], tmp_path / "logs", MADE_DATA_DIR=str(data_dir)
+    )
     assert_one_line_error(result, "dna.npz")
     assert run_dirs(tmp_path / "logs") == []
 
@@ -110,9 +118,14 @@ def test_eval_unknown_ensemble_names_the_choices(tmp_path):
     assert_one_line_error(result, "median", "mixture")
 
 
-@given(arrays(np.float64, st.tuples(st.integers(0, 6), st.integers(0, 6)),
-              elements=st.sampled_from([0.0, 1.0, 0.5, 2.0, -1.0, float("nan"), float("inf")])),
-       st.sampled_from(["train_data", "valid_data", "test_data", "inputsize", "train_length"]))
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(0, 6), st.integers(0, 6)),
+        elements=st.sampled_from([0.0, 1.0, 0.5, 2.0, -1.0, float("nan"), float("inf")]),
+    ),
+    st.sampled_from(["train_data", "valid_data", "test_data", "inputsize", "train_length"]),
+)
 @example(bad=np.array([[np.nan]]), key="inputsize")  # once found at random: int(nan) raised ValueError
 @example(bad=np.array([[2.5]]), key="train_length")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -163,8 +176,19 @@ def test_atomic_json_write_keeps_the_old_file_on_failure(tmp_path):
 def test_same_seed_deterministic_runs_give_bitwise_identical_metrics(tmp_path):
     metrics = []
     for attempt in ("a", "b"):
-        result = cli("made-train", ["data=dna", "masks=fresh", "ensemble.num_masks=20", "masks.val_num_masks=4",
-                                    "trainer.deterministic=true", "seed=7", *TINY], tmp_path / attempt)
+        result = cli(
+            "made-train",
+            [
+                "data=dna",
+                "masks=fresh",
+                "ensemble.num_masks=20",
+                "masks.val_num_masks=4",
+                "trainer.deterministic=true",
+                "seed=7",
+                *TINY,
+            ],
+            tmp_path / attempt,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         (run,) = run_dirs(tmp_path / attempt)
         metrics.append(json.loads((run / "results.json").read_text())["metrics"])
@@ -191,24 +215,44 @@ def test_results_record_the_commit_taken_before_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pl.Trainer, "fit", marked_fit)
     monkeypatch.setattr(train_module, "git_commit", lambda: "after-fit" if fitting["started"] else "before-fit")
-    cfg = compose_train([
-        "data=synthetic", "model.hidden_sizes=[8]", "trainer=debug", "trainer.max_epochs=1", "logger=none",
-        "module.num_samples=0", "callbacks=none", f"paths.output_dir={tmp_path}",
-    ], with_hydra=False)
+    cfg = compose_train(
+        [
+            "data=synthetic",
+            "model.hidden_sizes=[8]",
+            "trainer=debug",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "module.num_samples=0",
+            "callbacks=none",
+            f"paths.output_dir={tmp_path}",
+        ],
+        with_hydra=False,
+    )
     results = train_module.train(cfg)
     assert fitting["started"] and results["git_commit"] == "before-fit"
 
 
 def test_last_checkpoint_is_the_latest_epoch_and_best_the_best_one(tmp_path):
     """resume= continues from last.ckpt: it must hold the latest epoch even when val/nll stopped improving."""
-    cfg = compose_train([
-        "data=synthetic", "data.num_train=100", "model.hidden_sizes=[256]", "optimizer.lr=0.05",  # overfits
-        "trainer.max_epochs=8", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar",
-        f"paths.output_dir={tmp_path}",
-    ], with_hydra=False)
+    cfg = compose_train(
+        [
+            "data=synthetic",
+            "data.num_train=100",
+            "model.hidden_sizes=[256]",
+            "optimizer.lr=0.05",  # overfits
+            "trainer.max_epochs=8",
+            "logger=csv",
+            "module.num_samples=0",
+            "~callbacks.rich_progress_bar",
+            f"paths.output_dir={tmp_path}",
+        ],
+        with_hydra=False,
+    )
     train_module.train(cfg)
-    epochs = {name: torch.load(tmp_path / "checkpoints" / f"{name}.ckpt", weights_only=False)["epoch"]
-              for name in ("best", "last")}
+    epochs = {
+        name: torch.load(tmp_path / "checkpoints" / f"{name}.ckpt", weights_only=False)["epoch"]
+        for name in ("best", "last")
+    }
     with open(tmp_path / "csv" / "version_0" / "metrics.csv") as metrics:
         val_nll = {int(row["epoch"]): float(row["val/nll"]) for row in csv.DictReader(metrics) if row["val/nll"]}
     assert epochs["last"] == 7
@@ -224,8 +268,16 @@ def test_a_diverging_run_stops_with_one_line_and_a_non_zero_status(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_off_a_terminal_logs_one_line_per_epoch_to_its_train_log(tmp_path):
-    overfits = ["data=synthetic", "data.num_train=100", "model.hidden_sizes=[256]", "optimizer.lr=0.05",
-                "trainer.max_epochs=30", "callbacks.early_stopping.patience=1", "logger=csv", "module.num_samples=0"]
+    overfits = [
+        "data=synthetic",
+        "data.num_train=100",
+        "model.hidden_sizes=[256]",
+        "optimizer.lr=0.05",
+        "trainer.max_epochs=30",
+        "callbacks.early_stopping.patience=1",
+        "logger=csv",
+        "module.num_samples=0",
+    ]
     result = cli("made-train", overfits, tmp_path)  # stdout is a pipe: no terminal
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path)

@@ -38,12 +38,19 @@ class KillAfterSteps(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def made_train(args: list[str], log_dir: Path, timeout: int = 300, wait: bool = True,
-               env: dict[str, str | None] | None = None):
+def made_train(
+    args: list[str], log_dir: Path, timeout: int = 300, wait: bool = True, env: dict[str, str | None] | None = None
+):
     """``made-train args`` with one torch thread and logs under ``log_dir``; ``env`` adds to (None: removes
     from) its environment."""
-    env = {**os.environ, "MADE_LOG_DIR": str(log_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {
+        **os.environ,
+        "MADE_LOG_DIR": str(log_dir),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
     env = {name: value for name, value in env.items() if value is not None}
     command = [str(BIN / "made-train"), *args]
@@ -75,8 +82,9 @@ def sbatch_script(overrides: list[str], tmp_path: Path, monkeypatch) -> str:
     """The sbatch script hydra-submitit-launcher would submit, rendered by submitit without SLURM."""
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # "srun is there"
     launcher = OmegaConf.to_container(compose_train(["hydra/launcher=slurm", *overrides]).hydra.launcher)
-    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm",
-                                     slurm_max_num_timeout=launcher["max_num_timeout"])
+    executor = submitit.AutoExecutor(
+        folder=tmp_path, cluster="slurm", slurm_max_num_timeout=launcher["max_num_timeout"]
+    )
     # as SlurmLauncher.launch does: shared keys keep their name, SLURM-only ones get the slurm_ prefix
     shared = set(OmegaConf.structured(BaseQueueConf).keys())
     init_only = {"_target_", "submitit_folder", "max_num_timeout"}
@@ -86,9 +94,18 @@ def sbatch_script(overrides: list[str], tmp_path: Path, monkeypatch) -> str:
 
 
 def test_slurm_launcher_renders_a_multi_node_multi_gpu_sbatch_script(tmp_path, monkeypatch):
-    script = sbatch_script(["hydra.launcher.partition=gpu", "hydra.launcher.nodes=2",
-                            "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4",
-                            "hydra.launcher.timeout_min=90", "hydra.launcher.mem_gb=64"], tmp_path, monkeypatch)
+    script = sbatch_script(
+        [
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.nodes=2",
+            "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.tasks_per_node=4",
+            "hydra.launcher.timeout_min=90",
+            "hydra.launcher.mem_gb=64",
+        ],
+        tmp_path,
+        monkeypatch,
+    )
     assert "#SBATCH --partition=gpu" in script
     assert "#SBATCH --nodes=2" in script
     assert "#SBATCH --gpus-per-node=4" in script
@@ -104,8 +121,9 @@ def fake_sweep(sweep: Path, statuses: list[str]) -> None:
     for num, status in enumerate(statuses):
         job = sweep / f"{num}_seed={num}"
         (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-            {"hydra": {"job": {"num": num}, "overrides": {"task": [f"seed={num}"]}}}))
+        (job / ".hydra" / "hydra.yaml").write_text(
+            yaml.safe_dump({"hydra": {"job": {"num": num}, "overrides": {"task": [f"seed={num}"]}}})
+        )
         if status == "finished":
             (job / "results.json").write_text(json.dumps({"metrics": {"val/best_nll": 90.0, "test/nll": 91.5}}))
         if status == "failed":
@@ -136,6 +154,7 @@ def test_sweep_with_a_failed_or_incomplete_job_exits_non_zero_after_the_summary(
 def exits(code: int):
     def train(cfg, resume_from=None):
         sys.exit(code)
+
     return train
 
 
@@ -209,14 +228,26 @@ def test_failed_job_is_recorded_and_a_rerun_skips_finished_jobs(tmp_path):
 def test_a_rerun_sweep_with_overwrite_trains_its_finished_jobs_on(tmp_path, launcher):
     """A finished sweep rerun with a larger trainer.max_epochs skips its jobs; with overwrite=true each goes on from
     its last.ckpt to what a sweep with that max_epochs trains."""
-    args = ["-m", f"hydra/launcher={launcher}", "data=synthetic", "data.input_dim=12", "data.num_train=500",
-            "model.hidden_sizes=[16]", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar",
-            "callbacks.early_stopping.patience=100", "seed=0", "hydra.sweep.subdir=0"]
+    args = [
+        "-m",
+        f"hydra/launcher={launcher}",
+        "data=synthetic",
+        "data.input_dim=12",
+        "data.num_train=500",
+        "model.hidden_sizes=[16]",
+        "logger=csv",
+        "module.num_samples=0",
+        "~callbacks.rich_progress_bar",
+        "callbacks.early_stopping.patience=100",
+        "seed=0",
+        "hydra.sweep.subdir=0",
+    ]
     runs = {}
     sweeps = [("whole", 4, []), ("capped", 2, []), ("capped", 4, []), ("capped", 4, ["overwrite=true"])]
     for name, epochs, extra in sweeps:
-        swept = made_train([*args, f"trainer.max_epochs={epochs}", *extra, f"hydra.sweep.dir={tmp_path / name}"],
-                           tmp_path)
+        swept = made_train(
+            [*args, f"trainer.max_epochs={epochs}", *extra, f"hydra.sweep.dir={tmp_path / name}"], tmp_path
+        )
         assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
         runs.setdefault(name, []).append(json.loads((tmp_path / name / "0" / "results.json").read_text()))
     assert [results["epochs"] for results in runs["capped"]] == [2, 2, 4]  # skipped without overwrite=true
@@ -239,8 +270,13 @@ def test_ddp_in_a_multirun_shares_the_job_dir_and_matches_single_process_evaluat
     assert only((run_dir / "checkpoints").glob("best*.ckpt")).name == "best.ckpt"
     ddp_nll = json.loads((run_dir / "results.json").read_text())["metrics"]["test/nll"]
 
-    evaluation = subprocess.run([str(BIN / "made-eval"), str(run_dir)], capture_output=True, text=True, timeout=300,
-                                env={**os.environ, "WANDB_MODE": "offline"})
+    evaluation = subprocess.run(
+        [str(BIN / "made-eval"), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     single_nll = json.loads((run_dir / "eval_mixture.json").read_text())["metrics"]["test/nll"]
     # every test example scored once over the two ranks: the same mean as one process
@@ -251,11 +287,22 @@ def test_ddp_in_a_multirun_shares_the_job_dir_and_matches_single_process_evaluat
 @needs_data
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     # 14 steps per epoch: killed at step 35, in epoch 3 of 4, after last.ckpt of epoch 2
-    args = [*TINY, "trainer.max_epochs=4", "trainer.deterministic=true", "masks=fresh", "masks.val_num_masks=4",
-            "ensemble.num_masks=4", "module.lr_decay=0.9", "seed=3"]
+    args = [
+        *TINY,
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "masks=fresh",
+        "masks.val_num_masks=4",
+        "ensemble.num_masks=4",
+        "module.lr_decay=0.9",
+        "seed=3",
+    ]
     killed_log = tmp_path / "killed"
-    killed = made_train([*args, "+callbacks.kill._target_=test_scaleout.KillAfterSteps", "+callbacks.kill.steps=35"],
-                        killed_log, wait=False)
+    killed = made_train(
+        [*args, "+callbacks.kill._target_=test_scaleout.KillAfterSteps", "+callbacks.kill.steps=35"],
+        killed_log,
+        wait=False,
+    )
     uninterrupted = made_train(args, tmp_path / "uninterrupted")
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     killed.communicate(timeout=300)
@@ -282,8 +329,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
 @pytest.mark.parametrize("launcher", ["parallel", "local_queue"])
 def test_each_parallel_job_runs_torch_with_its_share_of_the_cores(tmp_path, launcher):
     """joblib: cores // n_jobs; submitit local: cpus_per_task (1); not every core for every job."""
-    result = made_train(["-m", f"hydra/launcher={launcher}", *TINY, "trainer.max_epochs=1", "seed=0,1"], tmp_path,
-                        env={"OMP_NUM_THREADS": None})
+    result = made_train(
+        ["-m", f"hydra/launcher={launcher}", *TINY, "trainer.max_epochs=1", "seed=0,1"],
+        tmp_path,
+        env={"OMP_NUM_THREADS": None},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     share = 1 if launcher == "local_queue" else max((os.cpu_count() or 1) // 2, 1)
     for job in job_dirs(sweep_dir(tmp_path)):

@@ -28,8 +28,17 @@ BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
 needs_data = pytest.mark.skipif(DATA_DIR is None, reason="set MADE_DATA_DIR to the paper's data (../shared/data)")
 # one search dimension (lr), two optimiser steps per trial
-TINY_SEARCH = ["-m", "hydra/sweeper=optuna_tpe", "data=dna", "model.hidden_sizes=[16]", "model.num_masks=1",
-               "~callbacks.rich_progress_bar", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=csv"]
+TINY_SEARCH = [
+    "-m",
+    "hydra/sweeper=optuna_tpe",
+    "data=dna",
+    "model.hidden_sizes=[16]",
+    "model.num_masks=1",
+    "~callbacks.rich_progress_bar",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "logger=csv",
+]
 SPACE = {"optimizer.lr": FloatDistribution(1e-4, 3e-2, log=True)}
 
 
@@ -74,8 +83,10 @@ def test_search_space_reads_the_configs_params_and_the_command_line():
     }
     assert fixed == []
     # the command line replaces a key of params: fixed, or swept otherwise
-    distributions, fixed = search_space(params, ["model.num_masks=1", "model.hidden_sizes=range(100,501,200)",
-                                                 "+trainer.limit_train_batches=2", "data=dna"])
+    distributions, fixed = search_space(
+        params,
+        ["model.num_masks=1", "model.hidden_sizes=range(100,501,200)", "+trainer.limit_train_batches=2", "data=dna"],
+    )
     assert set(distributions) == {"optimizer.lr", "model.hidden_sizes"}
     assert distributions["model.hidden_sizes"] == IntDistribution(100, 500, step=200)
     assert fixed == ["model.num_masks=1", "+trainer.limit_train_batches=2", "data=dna"]
@@ -151,8 +162,12 @@ def test_a_failed_trial_is_recorded_failed_and_the_search_goes_on(tmp_path):
         return returns
 
     run_search(study, SPACE, [], 4, 1, launch)
-    assert [trial.state for trial in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL,
-                                                         TrialState.COMPLETE]
+    assert [trial.state for trial in study.trials] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
     write_best(study, tmp_path / "optimization_results.yaml")
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert best["best_value"] == study.best_value and best["best_trial"] in (1, 3)
@@ -177,8 +192,13 @@ def test_no_best_is_written_when_no_trial_finished(tmp_path):
 
 
 def made_train(args: list[str], log_dir: Path, wait: bool = True):
-    env = {**os.environ, "MADE_LOG_DIR": str(log_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MADE_LOG_DIR": str(log_dir),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+    }
     command = [str(BIN / "made-train"), *args]
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -187,8 +207,10 @@ def made_train(args: list[str], log_dir: Path, wait: bool = True):
 
 def job_values(sweep_dir: Path) -> dict[int, float]:
     """Trial number -> val/best_nll of each finished job under ``sweep_dir``."""
-    return {int(path.parent.name.split("_")[0]): json.loads(path.read_text())["metrics"]["val/best_nll"]
-            for path in sweep_dir.glob("*/results.json")}
+    return {
+        int(path.parent.name.split("_")[0]): json.loads(path.read_text())["metrics"]["val/best_nll"]
+        for path in sweep_dir.glob("*/results.json")
+    }
 
 
 @pytest.mark.slow
@@ -229,9 +251,12 @@ def postgres_url(tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_two_workers_share_one_study_in_postgresql_without_proposing_a_trial_twice(tmp_path, postgres_url):
-    args = [*TINY_SEARCH, f"hydra.sweeper.storage='{postgres_url}'",  # quoted: the URL holds "="
-            "hydra.sweeper.study_name=shared",
-            "hydra.sweeper.n_trials=6"]
+    args = [
+        *TINY_SEARCH,
+        f"hydra.sweeper.storage='{postgres_url}'",  # quoted: the URL holds "="
+        "hydra.sweeper.study_name=shared",
+        "hydra.sweeper.n_trials=6",
+    ]
     workers = [made_train(args, tmp_path / f"worker{num}", wait=False) for num in range(2)]
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]

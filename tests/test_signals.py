@@ -15,8 +15,16 @@ from made_exp.runs.config import ConfigError
 from made_exp.runs.resume import lock_run, resume_arguments
 
 BIN = Path(sys.executable).parent
-LONG = ["data=synthetic", "data.num_train=4000", "model.hidden_sizes=[128]", "trainer.max_epochs=40",
-        "callbacks.early_stopping.patience=100", "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar"]
+LONG = [
+    "data=synthetic",
+    "data.num_train=4000",
+    "model.hidden_sizes=[128]",
+    "trainer.max_epochs=40",
+    "callbacks.early_stopping.patience=100",
+    "logger=csv",
+    "module.num_samples=0",
+    "~callbacks.rich_progress_bar",
+]
 
 
 def environment(log_dir: Path) -> dict:
@@ -27,9 +35,14 @@ def start_and_signal(log_dir: Path, signum: int) -> tuple[subprocess.CompletedPr
     """Start a long made-train, send ``signum`` once its first epoch is checkpointed; (result, run dir)."""
     # a background job of a non-interactive shell (CI started with `&`) inherits SIGINT ignored: undo that here,
     # as a terminal's Ctrl-C reaches a foreground made-train
-    process = subprocess.Popen([str(BIN / "made-train"), *LONG], env=environment(log_dir), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [str(BIN / "made-train"), *LONG],
+        env=environment(log_dir),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not list(log_dir.glob("train/runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -41,8 +54,9 @@ def start_and_signal(log_dir: Path, signum: int) -> tuple[subprocess.CompletedPr
 
 
 def made_train(args: list[str], log_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "made-train"), *args], env=environment(log_dir), capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [str(BIN / "made-train"), *args], env=environment(log_dir), capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
@@ -116,8 +130,14 @@ def test_a_resume_may_set_the_training_budget_anew_and_nothing_else(tmp_path):
 def test_a_run_capped_by_its_own_max_epochs_trains_on_to_the_uninterrupted_result(tmp_path):
     """A run started with ``trainer.max_epochs=2`` and finished is resumed with ``trainer.max_epochs=4``: it goes on
     from its last checkpoint to the model that a 4-epoch run trains."""
-    tiny = ["data=synthetic", "model.hidden_sizes=[16]", "logger=csv", "module.num_samples=0",
-            "~callbacks.rich_progress_bar", "callbacks.early_stopping.patience=100"]
+    tiny = [
+        "data=synthetic",
+        "model.hidden_sizes=[16]",
+        "logger=csv",
+        "module.num_samples=0",
+        "~callbacks.rich_progress_bar",
+        "callbacks.early_stopping.patience=100",
+    ]
     capped, whole = tmp_path / "capped", tmp_path / "whole"
     for run_dir, epochs in ((capped, 2), (whole, 4)):
         done = made_train([*tiny, f"trainer.max_epochs={epochs}", f"hydra.run.dir={run_dir}"], tmp_path)
@@ -139,8 +159,9 @@ def test_a_finished_run_reopened_and_stopped_reads_as_unfinished_and_keeps_its_e
     assert done.returncode == 0, done.stderr[-3000:]
     finished_at = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     reopen = [str(BIN / "made-train"), f"resume={run_dir}", "trainer.max_epochs=40", "overwrite=true"]
-    process = subprocess.Popen(reopen, env=environment(tmp_path), text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        reopen, env=environment(tmp_path), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns == finished_at and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -173,8 +194,14 @@ def test_a_key_repeated_on_the_command_line_counts_by_its_last_value(tmp_path):
 def test_a_multirun_job_resumes_from_its_dir_whose_name_holds_the_overrides(tmp_path):
     """A sweep job's dir is named by its overrides (``0_data=synthetic,seed=3``): ``=`` and ``,`` that Hydra's
     override grammar would split on. ``made-train resume=<that dir>`` as written (or Hydra-quoted) continues it."""
-    tiny = ["data=synthetic", "model.hidden_sizes=[16]", "logger=csv", "module.num_samples=0",
-            "~callbacks.rich_progress_bar", "trainer.max_epochs=2"]
+    tiny = [
+        "data=synthetic",
+        "model.hidden_sizes=[16]",
+        "logger=csv",
+        "module.num_samples=0",
+        "~callbacks.rich_progress_bar",
+        "trainer.max_epochs=2",
+    ]
     swept = made_train(["-m", *tiny, "seed=3", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert swept.returncode == 0, swept.stderr[-3000:]
     (job_dir,) = [path.parent for path in (tmp_path / "sweep").glob("*/results.json")]

@@ -20,8 +20,15 @@ from test_scaleout import TINY, job_dirs, made_train, needs_data, only, sweep_di
 
 # one CPU and 1 GB per task: the 2-core CI machine runs two jobs of an array at once; job dirs named
 # by number only (the overrides would pass the 255-character limit on a file name)
-SLURM = ["-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=1", "logger=csv", "hydra.sweep.subdir=${hydra.job.num}"]
+SLURM = [
+    "-m",
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "logger=csv",
+    "hydra.sweep.subdir=${hydra.job.num}",
+]
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +100,11 @@ def test_job_array_runs_every_job_with_its_cpus_and_a_failed_job_fails_the_sweep
 @pytest.mark.slow
 @needs_data
 def test_ddp_through_srun_matches_single_process_evaluation(slurm_cluster, tmp_path):
-    result = on_slurm(slurm_cluster, [*TINY, "hydra.launcher.tasks_per_node=2", "trainer=ddp",
-                                      "trainer.accelerator=cpu", "trainer.devices=2"], tmp_path)
+    result = on_slurm(
+        slurm_cluster,
+        [*TINY, "hydra.launcher.tasks_per_node=2", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+        tmp_path,
+    )
     assert result.returncode == 0, output(result)
     sweep = sweep_dir(tmp_path)
     job = only(job_dirs(sweep))
@@ -104,8 +114,9 @@ def test_ddp_through_srun_matches_single_process_evaluation(slurm_cluster, tmp_p
     metrics = json.loads((job / "results.json").read_text())["metrics"]
 
     _, datamodule, module, _ = load_run(job)  # the best checkpoint, in this one process
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     (validation,) = trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     # every validation and test example scored once over the two ranks: one process's means
@@ -116,13 +127,30 @@ def test_ddp_through_srun_matches_single_process_evaluation(slurm_cluster, tmp_p
 @pytest.mark.slow
 @needs_data
 def test_job_past_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_result(slurm_cluster, tmp_path):
-    args = [*TINY, "trainer.max_epochs=4", "trainer.deterministic=true", "masks=fresh", "masks.val_num_masks=4",
-            "ensemble.num_masks=4", "module.lr_decay=0.9", "seed=3"]
+    args = [
+        *TINY,
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "masks=fresh",
+        "masks.val_num_masks=4",
+        "ensemble.num_masks=4",
+        "module.lr_decay=0.9",
+        "seed=3",
+    ]
     # A 1-minute limit (SLURM's smallest) and USR2 5 s before it, which slurmctld sends 25 to 55 s into
     # the job (it checks every 30 s and signals up to 30 s early); the job stalls in epoch 2 until then.
-    sweep = on_slurm(slurm_cluster, [*args, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
-                                     "+callbacks.stall._target_=test_slurm.StallOnce", "+callbacks.stall.epoch=2"],
-                     tmp_path / "slurm", wait=False)
+    sweep = on_slurm(
+        slurm_cluster,
+        [
+            *args,
+            "hydra.launcher.timeout_min=1",
+            "hydra.launcher.signal_delay_s=5",
+            "+callbacks.stall._target_=test_slurm.StallOnce",
+            "+callbacks.stall.epoch=2",
+        ],
+        tmp_path / "slurm",
+        wait=False,
+    )
     uninterrupted = made_train([*args, "logger=csv"], tmp_path / "uninterrupted")  # one thread, as the job
     assert uninterrupted.returncode == 0, output(uninterrupted)
     stdout, _ = sweep.communicate(timeout=300)
@@ -142,8 +170,13 @@ def test_job_past_its_time_limit_is_requeued_and_resumes_to_the_uninterrupted_re
 @pytest.mark.slow
 @needs_data
 def test_cancelled_job_is_incomplete_and_a_rerun_continues_it(slurm_cluster, tmp_path):
-    args = [*TINY, "trainer.max_epochs=3", "hydra.launcher.timeout_min=5",
-            "+callbacks.stall._target_=test_slurm.StallOnce", "+callbacks.stall.epoch=1"]
+    args = [
+        *TINY,
+        "trainer.max_epochs=3",
+        "hydra.launcher.timeout_min=5",
+        "+callbacks.stall._target_=test_slurm.StallOnce",
+        "+callbacks.stall.epoch=1",
+    ]
     sweep = on_slurm(slurm_cluster, args, tmp_path, wait=False)
     deadline = time.monotonic() + 180
     while not list(tmp_path.glob("train/multiruns/*/*/stalled.txt")):
@@ -170,9 +203,17 @@ def test_cancelled_job_is_incomplete_and_a_rerun_continues_it(slurm_cluster, tmp
 def test_optuna_trials_run_as_slurm_jobs_of_one_study_none_proposed_twice(slurm_cluster, tmp_path):
     """The search asks a batch of 2 trials at a time and submits each batch as a SLURM array; the study lives
     in the sweep dir's SQLite."""
-    search = ["hydra/sweeper=optuna_tpe", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "data=dna",
-              "model.hidden_sizes=[16]", "model.num_masks=1", "trainer.max_epochs=1", "module.num_samples=0",
-              "~callbacks.rich_progress_bar"]
+    search = [
+        "hydra/sweeper=optuna_tpe",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "data=dna",
+        "model.hidden_sizes=[16]",
+        "model.num_masks=1",
+        "trainer.max_epochs=1",
+        "module.num_samples=0",
+        "~callbacks.rich_progress_bar",
+    ]
     result = on_slurm(slurm_cluster, search, tmp_path)
     assert result.returncode == 0, output(result)
     sweep = sweep_dir(tmp_path)

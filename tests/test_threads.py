@@ -6,15 +6,18 @@ import torch
 from made_exp.runs.threads import job_threads, set_job_threads
 
 
-@pytest.mark.parametrize(("environ", "parallel_jobs", "expected"), [
-    ({}, None, None),                                                 # nothing limits it: torch's default
-    ({"SLURM_CPUS_PER_TASK": "4"}, None, 4),                          # a SLURM job's CPUs
-    ({}, 4, 4),                                                       # 16 cores over 4 joblib jobs
-    ({}, 32, 1),                                                      # never below one thread
-    ({}, -1, 1),                                                      # joblib's n_jobs=-1: a job per core
-    ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "4"}, None, 2),  # an explicit setting wins
-    ({"MADE_NUM_THREADS": "3", "OMP_NUM_THREADS": "2"}, 4, 3),
-])
+@pytest.mark.parametrize(
+    ("environ", "parallel_jobs", "expected"),
+    [
+        ({}, None, None),  # nothing limits it: torch's default
+        ({"SLURM_CPUS_PER_TASK": "4"}, None, 4),  # a SLURM job's CPUs
+        ({}, 4, 4),  # 16 cores over 4 joblib jobs
+        ({}, 32, 1),  # never below one thread
+        ({}, -1, 1),  # joblib's n_jobs=-1: a job per core
+        ({"OMP_NUM_THREADS": "2", "SLURM_CPUS_PER_TASK": "4"}, None, 2),  # an explicit setting wins
+        ({"MADE_NUM_THREADS": "3", "OMP_NUM_THREADS": "2"}, 4, 3),
+    ],
+)
 def test_job_threads_follows_the_jobs_cpu_share(environ, parallel_jobs, expected):
     assert job_threads(environ, cpu_count=16, parallel_jobs=parallel_jobs) == expected
 

@@ -11,8 +11,17 @@ from conftest import compose_train
 from made_exp.lightning import training as train_module
 from made_exp.lightning.logs import EpochLog
 
-SMALL = ["data=synthetic", "data.input_dim=8", "data.num_train=400", "model.hidden_sizes=[32]", "model.num_masks=4",
-         "logger=csv", "module.num_samples=0", "~callbacks.rich_progress_bar", "trainer.deterministic=true"]
+SMALL = [
+    "data=synthetic",
+    "data.input_dim=8",
+    "data.num_train=400",
+    "model.hidden_sizes=[32]",
+    "model.num_masks=4",
+    "logger=csv",
+    "module.num_samples=0",
+    "~callbacks.rich_progress_bar",
+    "trainer.deterministic=true",
+]
 
 
 def train(tmp_path, name: str, overrides: list[str], resume_from=None) -> dict:
@@ -25,14 +34,17 @@ def logged(run_dir, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(metrics) if row.get(key)]
 
 
-@pytest.mark.parametrize("objective,extra", [("poe", []), ("poe", ["masks.log_z=importance"]),
-                                             ("learned_mixture", [])])
+@pytest.mark.parametrize("objective,extra", [("poe", []), ("poe", ["masks.log_z=importance"]), ("learned_mixture", [])])
 def test_the_objective_trains_checkpoints_and_resumes_to_the_uninterrupted_result(tmp_path, objective, extra):
     overrides = [f"masks={objective}_objective", *extra]
     whole = train(tmp_path, "whole", [*overrides, "trainer.max_epochs=4"])
     train(tmp_path, "stopped", [*overrides, "trainer.max_epochs=2"])
-    resumed = train(tmp_path, "stopped", [*overrides, "trainer.max_epochs=4"],
-                    resume_from=tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    resumed = train(
+        tmp_path,
+        "stopped",
+        [*overrides, "trainer.max_epochs=4"],
+        resume_from=tmp_path / "stopped" / "checkpoints" / "last.ckpt",
+    )
     assert resumed["metrics"]["test/nll"] == whole["metrics"]["test/nll"]
     assert resumed["metrics"]["val/best_nll"] == whole["metrics"]["val/best_nll"]
     state = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

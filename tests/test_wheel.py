@@ -10,8 +10,15 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data=synthetic", "data.num_train=200", "model.hidden_sizes=[16]", "trainer.max_epochs=1", "logger=csv",
-        "module.num_samples=0", "~callbacks.rich_progress_bar"]
+TINY = [
+    "data=synthetic",
+    "data.num_train=200",
+    "model.hidden_sizes=[16]",
+    "trainer.max_epochs=1",
+    "logger=csv",
+    "module.num_samples=0",
+    "~callbacks.rich_progress_bar",
+]
 
 
 def run(command: list, cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -26,22 +33,29 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
     this interpreter's site-packages through a .pth file (not its .pth files, so not an editable made_exp)."""
     tmp = tmp_path_factory.mktemp("wheel")
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "MADE_DATA_DIR")}
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", ROOT],
-        tmp, env)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", ROOT],
+        tmp,
+        env,
+    )
     run([sys.executable, "-m", "venv", tmp / "venv"], tmp, env)
     (site,) = (tmp / "venv" / "lib").glob("python*/site-packages")
     (site / "dependencies.pth").write_text(str(Path(torch.__file__).parents[1]) + "\n")
     (wheel,) = (tmp / "dist").glob("made_exp-*.whl")
-    run([tmp / "venv" / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", wheel],
-        tmp, env)
+    run(
+        [tmp / "venv" / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", wheel],
+        tmp,
+        env,
+    )
     return tmp / "venv" / "bin", {**env, "WANDB_MODE": "offline", "MADE_LOG_DIR": str(tmp / "logs")}
 
 
 @pytest.mark.slow
 def test_the_wheel_trains_and_evaluates_from_any_directory(installed, tmp_path):
     bin_dir, env = installed
-    where = run([bin_dir / "python", "-c", "import made_exp.runs.config as c; print(c.__file__, c.CONFIG_DIR)"],
-                tmp_path, env).stdout.split()
+    where = run(
+        [bin_dir / "python", "-c", "import made_exp.runs.config as c; print(c.__file__, c.CONFIG_DIR)"], tmp_path, env
+    ).stdout.split()
     assert all("site-packages" in path for path in where), where  # not the checkout
     run([bin_dir / "made-train", *TINY], tmp_path, env)
     (run_dir,) = (Path(env["MADE_LOG_DIR"]) / "train" / "runs").iterdir()
@@ -57,7 +71,10 @@ def test_the_users_own_experiment_yaml_composes_with_the_shipped_configs(install
     experiments = tmp_path / "my_conf" / "experiment"
     experiments.mkdir(parents=True)
     (experiments / "mine.yaml").write_text("# @package _global_\nmodel:\n  hidden_sizes: [7]\n")
-    run([bin_dir / "made-train", "--config-dir", tmp_path / "my_conf", "experiment=mine", *TINY[:2], *TINY[3:]],
-        tmp_path, env)
+    run(
+        [bin_dir / "made-train", "--config-dir", tmp_path / "my_conf", "experiment=mine", *TINY[:2], *TINY[3:]],
+        tmp_path,
+        env,
+    )
     results = sorted((Path(env["MADE_LOG_DIR"]) / "train" / "runs").glob("*/results.json"))
     assert json.loads(results[-1].read_text())["config"]["model"]["hidden_sizes"] == [7]

@@ -28,8 +28,10 @@ def staircase(prefix: torch.Tensor, width: int) -> tuple[list, list]:
     out = len(prefix)
     rows = [(i * out // BLOCKS, (i + 1) * out // BLOCKS) for i in range(BLOCKS)]
     cols = [(i * width // BLOCKS, (i + 1) * width // BLOCKS) for i in range(BLOCKS)]
-    return ([(r0, r1, int(prefix[r1 - 1])) for r0, r1 in rows],
-            [(c0, c1, int(torch.searchsorted(prefix, c0, right=True))) for c0, c1 in cols])
+    return (
+        [(r0, r1, int(prefix[r1 - 1])) for r0, r1 in rows],
+        [(c0, c1, int(torch.searchsorted(prefix, c0, right=True))) for c0, c1 in cols],
+    )
 
 
 def gemm_tasks() -> tuple[Callable[[], object], list[list[Callable[[], object]]]]:

@@ -1,7 +1,7 @@
 """Two chores of run_gpu.sh on a sweep dir of packed runs:
 
-    python packed_runs.py epoch <sweep dir>    # prints the last complete epoch of the pack (from last.ckpt)
-    python packed_runs.py weights <log dir>    # rewrites every best.ckpt below as its weights alone
+python packed_runs.py epoch <sweep dir>    # prints the last complete epoch of the pack (from last.ckpt)
+python packed_runs.py weights <log dir>    # rewrites every best.ckpt below as its weights alone
 """
 
 import sys
@@ -12,8 +12,10 @@ import torch
 
 def epoch_reached(sweep: Path) -> int:
     """The most epochs any run of the sweep completed: where the pack's active runs were when it stopped."""
-    states = [torch.load(path, map_location="cpu", weights_only=False)["packed"]
-              for path in sweep.glob("*/checkpoints/last.ckpt")]
+    states = [
+        torch.load(path, map_location="cpu", weights_only=False)["packed"]
+        for path in sweep.glob("*/checkpoints/last.ckpt")
+    ]
     return max(state["epoch"] for state in states)
 
 

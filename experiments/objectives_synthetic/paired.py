@@ -27,10 +27,14 @@ def main(paths: list[str]) -> None:
                     key = row["training"], int(row["num_masks"]), row["strategy"]
                     nll[key][int(row["seed"])] = float(row["test_nll"])
     seeds = sorted({seed for values in nll.values() for seed in values})
-    entropy = {seed: SyntheticDataModule(input_dim=12, num_train=2000, num_valid=1000, num_test=5000,
-                                         seed=seed).entropy() for seed in seeds}
-    print("| training | K | test strategy | test NLL − entropy (mean ± std over seeds) "
-          f"| − bank mixture, same seed and K ({FRESH_REFERENCE_K} for fresh-mask training) |")
+    entropy = {
+        seed: SyntheticDataModule(input_dim=12, num_train=2000, num_valid=1000, num_test=5000, seed=seed).entropy()
+        for seed in seeds
+    }
+    print(
+        "| training | K | test strategy | test NLL − entropy (mean ± std over seeds) "
+        f"| − bank mixture, same seed and K ({FRESH_REFERENCE_K} for fresh-mask training) |"
+    )
     print("|---|---:|---|---:|---:|")
     for (training, k, strategy), values in sorted(nll.items()):
         gaps = [values[s] - entropy[s] for s in values]
@@ -38,8 +42,10 @@ def main(paths: list[str]) -> None:
         baseline = nll.get((BASELINE[0], FRESH_REFERENCE_K if fresh else k, BASELINE[1]))
         paired = [values[s] - baseline[s] for s in values if baseline and s in baseline]
         paired_text = f"{statistics.fmean(paired):+.3f} ± {statistics.stdev(paired):.3f}" if len(paired) > 1 else "—"
-        print(f"| {training} | {k} | {strategy} | {statistics.fmean(gaps):.3f} ± {statistics.stdev(gaps):.3f} "
-              f"| {paired_text} |")
+        print(
+            f"| {training} | {k} | {strategy} | {statistics.fmean(gaps):.3f} ± {statistics.stdev(gaps):.3f} "
+            f"| {paired_text} |"
+        )
 
 
 if __name__ == "__main__":

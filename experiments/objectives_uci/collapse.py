@@ -32,8 +32,11 @@ def poe_objective_runs(roots: list[Path]) -> list[tuple[Path, dict]]:
 def per_epoch(run: Path) -> tuple[list[int], list[float], list[float]]:
     """(epochs, log Z estimates, ESS/S) of ``run``, one entry per training epoch (1-based)."""
     rows = epoch_rows(run, "train/log_z")
-    return ([int(row["epoch"]) + 1 for row in rows], [float(row["train/log_z"]) for row in rows],
-            [float(row["train/effective_sample_fraction"]) for row in rows])
+    return (
+        [int(row["epoch"]) + 1 for row in rows],
+        [float(row["train/log_z"]) for row in rows],
+        [float(row["train/effective_sample_fraction"]) for row in rows],
+    )
 
 
 def main(out: Path, roots: list[Path]) -> None:
@@ -48,8 +51,10 @@ def main(out: Path, roots: list[Path]) -> None:
         log_z_axis.plot(epochs, log_z, **style)
         ess_axis.plot(epochs, fraction, **style)
         picks = [0, min(9, len(epochs) - 1), len(epochs) - 1]
-        print(f"| {run.name} | {num_masks} | {samples} | {' / '.join(f'{fraction[i]:.1%}' for i in picks)} | "
-              f"{' / '.join(f'{log_z[i]:.1f}' for i in picks)} | {epochs[-1]} |")
+        print(
+            f"| {run.name} | {num_masks} | {samples} | {' / '.join(f'{fraction[i]:.1%}' for i in picks)} | "
+            f"{' / '.join(f'{log_z[i]:.1f}' for i in picks)} | {epochs[-1]} |"
+        )
     for dataset, colour in COLOURS.items():
         log_z_axis.plot([], [], color=colour, label=dataset)
     for num_masks, line in LINES.items():

@@ -69,8 +69,10 @@ def log_z_trusted(rows: dict, key: tuple[str, str, int, str]) -> bool:
 
 def main(paths: list[str]) -> None:
     rows = read(paths)
-    print("| dataset | training | K | tested as | test NLL (mean ± std over seeds) | log Z stderr (mean) "
-          f"| − bank mixture, same seed and K ({FRESH_REFERENCE_K} for fresh masks) | beyond 2σ |")
+    print(
+        "| dataset | training | K | tested as | test NLL (mean ± std over seeds) | log Z stderr (mean) "
+        f"| − bank mixture, same seed and K ({FRESH_REFERENCE_K} for fresh masks) | beyond 2σ |"
+    )
     print("|---|---|---:|---|---:|---:|---:|---|")
     for (dataset, training, k, strategy), values in sorted(rows.items()):
         nlls = [nll for nll, _, _ in values.values()]
@@ -81,8 +83,10 @@ def main(paths: list[str]) -> None:
         verdict = paired(values, baseline)
         if not log_z_trusted(rows, (dataset, training, k, strategy)) and not fresh:
             verdict = verdict.rsplit(" | ", 1)[0] + " | log Z untrusted"
-        print(f"| {dataset} | {training} | {'—' if fresh else k} | {strategy} | {statistics.fmean(nlls):.2f} ± "
-              f"{spread:.2f} | {stderr:.3f} | {verdict} |")
+        print(
+            f"| {dataset} | {training} | {'—' if fresh else k} | {strategy} | {statistics.fmean(nlls):.2f} ± "
+            f"{spread:.2f} | {stderr:.3f} | {verdict} |"
+        )
 
 
 if __name__ == "__main__":

@@ -28,12 +28,17 @@ def main() -> None:
     args = parser.parse_args()
     _, _, module, _ = load_run(args.run_dir)
     model = module.model.eval()
-    settings = {f"importance, S = {num_samples}": {"log_z_method": "importance", "num_importance_samples": num_samples}
-                for num_samples in args.samples}
+    settings = {
+        f"importance, S = {num_samples}": {"log_z_method": "importance", "num_importance_samples": num_samples}
+        for num_samples in args.samples
+    }
     for num_temperatures in args.temperatures:
         settings[f"AIS {args.schedule}, C = {args.chains}, T = {num_temperatures}"] = {
-            "log_z_method": "ais", "ais_chains": args.chains, "ais_temperatures": num_temperatures,
-            "ais_schedule": args.schedule}
+            "log_z_method": "ais",
+            "ais_chains": args.chains,
+            "ais_temperatures": num_temperatures,
+            "ais_schedule": args.schedule,
+        }
     print(f"D = {model.input_dim}, K = {model.num_masks}, {torch.get_num_threads()} thread(s)")
     print("| method | log Z | stderr | ESS | wall s |\n|---|---:|---:|---:|---:|")
     for label, options in settings.items():
@@ -42,8 +47,11 @@ def main() -> None:
             scalars = ProductOfExperts(seed=0, **options).prepare(model)
         seconds = time.perf_counter() - started
         ess = scalars.get("effective_sample_size")
-        print(f"| {label} | {scalars['log_z']:.3f} | {scalars['log_z_stderr']:.3f} | "
-              f"{'—' if ess is None else f'{ess:.0f}'} | {seconds:.1f} |", flush=True)
+        print(
+            f"| {label} | {scalars['log_z']:.3f} | {scalars['log_z_stderr']:.3f} | "
+            f"{'—' if ess is None else f'{ess:.0f}'} | {seconds:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["STOPPED_BY_SIGTERM", "STOPPED_BY_SIGINT", "UserError", "UserErrorInJob", "RunDirError", "DivergenceError",
-           "exit_on_user_error"]
+__all__ = [
+    "STOPPED_BY_SIGTERM",
+    "STOPPED_BY_SIGINT",
+    "UserError",
+    "UserErrorInJob",
+    "RunDirError",
+    "DivergenceError",
+    "exit_on_user_error",
+]
 
 
 # made-train's exit statuses when a signal stops it (the shell's 128 + signal number): never 0, so a scheduler

@@ -1,6 +1,6 @@
 """Packed against the basic launcher on real sweeps, run by run, as a markdown table:
 
-    python experiments/bench/packed_checks/compare.py <the dir run.sh wrote into>
+python experiments/bench/packed_checks/compare.py <the dir run.sh wrote into>
 """
 
 import json
@@ -25,15 +25,21 @@ def row(root: Path, name: str, log: str, label: str) -> str:
         for key in worst:
             worst[key] = max(worst[key], abs(a["metrics"][key] - b["metrics"][key]))
         packs.add(a["packed_with"])
-    seconds = [re.search(rf" {launcher} ([0-9.]+) s", (root / f"{log}_{launcher}.log").read_text()).group(1)
-               for launcher in ("packed", "basic")]
-    return (f"| {label} | {len(runs)} | {sorted(packs)} | {worst['val/best_nll']:.2e} | {worst['test/nll']:.2e} "
-            f"| {seconds[0]} s / {seconds[1]} s |")
+    seconds = [
+        re.search(rf" {launcher} ([0-9.]+) s", (root / f"{log}_{launcher}.log").read_text()).group(1)
+        for launcher in ("packed", "basic")
+    ]
+    return (
+        f"| {label} | {len(runs)} | {sorted(packs)} | {worst['val/best_nll']:.2e} | {worst['test/nll']:.2e} "
+        f"| {seconds[0]} s / {seconds[1]} s |"
+    )
 
 
 def main(root: Path) -> None:
-    print("| sweep, 3 epochs a run | runs | runs a pack | largest difference in val/best_nll | in test/nll "
-          "| wall time packed / basic |")
+    print(
+        "| sweep, 3 epochs a run | runs | runs a pack | largest difference in val/best_nll | in test/nll "
+        "| wall time packed / basic |"
+    )
     print("|---|---:|---|---:|---:|---:|")
     for name, (log, label) in SWEEPS.items():
         print(row(root, name, log, label))

@@ -16,8 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 class MadeOptunaSweeper(Sweeper):
     """Optuna search over ``params`` (Hydra override syntax), trials launched by the configured launcher."""
 
-    def __init__(self, study_name: str, storage: str, direction: str, n_trials: int, n_jobs: int, seed: int | None,
-                 sampler: Callable[..., Any], params: DictConfig | None = None) -> None:
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        seed: int | None,
+        sampler: Callable[..., Any],
+        params: DictConfig | None = None,
+    ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.sampler = sampler
@@ -26,7 +35,8 @@ class MadeOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> list:
         from made_exp.runs import search

@@ -24,5 +24,12 @@ class PackedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from made_exp.lightning.packed_launch import launch
 
-        return launch(self.hydra_context, self.task_function, self.config, job_overrides, initial_job_idx,
-                      self.max_pack, self.workers)
+        return launch(
+            self.hydra_context,
+            self.task_function,
+            self.config,
+            job_overrides,
+            initial_job_idx,
+            self.max_pack,
+            self.workers,
+        )

@@ -177,8 +177,13 @@ def _adam(parameters, fused: bool = True) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=1e-3, fused=fused)
 
 
-def bare_step(train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimizer, loss: Callable[[Tensor], Tensor],
-              after_step: Callable[[], None] = lambda: None) -> Callable[[], None]:
+def bare_step(
+    train: Tensor,
+    config: BenchConfig,
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[Tensor], Tensor],
+    after_step: Callable[[], None] = lambda: None,
+) -> Callable[[], None]:
     """A hand-written training step: next minibatch, forward, backward, optimiser step (then ``after_step``)."""
     generator = torch.Generator().manual_seed(0)
     batches = iter(())
@@ -197,8 +202,9 @@ def bare_step(train: Tensor, config: BenchConfig, optimizer: torch.optim.Optimiz
     return step
 
 
-def lightning_seconds_per_step(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
-                               minibatches_per_step: int) -> float:
+def lightning_seconds_per_step(
+    splits: dict[str, Tensor], hidden: int, config: BenchConfig, minibatches_per_step: int
+) -> float:
     """Seconds per minibatch through ``Trainer.fit`` with MADEModule, startup excluded; the batches come
     from host memory, as in made-train. Blocks hold about ``config.steps`` minibatches however they are
     grouped, as long as the bare steps' blocks: on a noisy machine the fastest of longer blocks is slower."""
@@ -242,10 +248,12 @@ def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) 
     baked, baked_bce, unbaked, unfused = (timed_made(input_dim, [hidden], config.device) for _ in range(4))
     for model in (baked, baked_bce):
         model.bake_mask()
-    steps["bare"] = bare_step(train, config, _adam(baked.parameters()), lambda x: -baked.log_prob(x).mean(),
-                              baked.zero_masked_weights)
-    steps["bare_torch_bce"] = bare_step(train, config, _adam(baked_bce.parameters()), functools.partial(bce, baked_bce),
-                                        baked_bce.zero_masked_weights)
+    steps["bare"] = bare_step(
+        train, config, _adam(baked.parameters()), lambda x: -baked.log_prob(x).mean(), baked.zero_masked_weights
+    )
+    steps["bare_torch_bce"] = bare_step(
+        train, config, _adam(baked_bce.parameters()), functools.partial(bce, baked_bce), baked_bce.zero_masked_weights
+    )
     steps["bare_unbaked"] = bare_step(train, config, _adam(unbaked.parameters()), lambda x: -unbaked.log_prob(x).mean())
     steps["bare_unfused_adam"] = bare_step(
         train, config, _adam(unfused.parameters(), fused=False), lambda x: -unfused.log_prob(x).mean()
@@ -256,8 +264,13 @@ def bare_steps(train: Tensor, hidden: int, config: BenchConfig, baseline: bool) 
     return steps
 
 
-def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig, baseline: bool,
-                        gemms: dict[str, tuple[Callable[[], Tensor], int]] | None = None) -> dict:
+def training_benchmarks(
+    splits: dict[str, Tensor],
+    hidden: int,
+    config: BenchConfig,
+    baseline: bool,
+    gemms: dict[str, tuple[Callable[[], Tensor], int]] | None = None,
+) -> dict:
     """Examples/s of bare and Lightning training (one mask, Adam, fp32), and of the plain baseline; with
     ``gemms``, the GEMM peak (``gemm_gflops``) timed in turns with the bare steps."""
     train, input_dim = splits["train"].to(config.device), splits["train"].shape[1]
@@ -278,8 +291,9 @@ def training_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchCon
     return results
 
 
-def lightning_benchmarks(splits: dict[str, Tensor], hidden: int, config: BenchConfig,
-                         bare: Callable[[], None]) -> dict[str, float]:
+def lightning_benchmarks(
+    splits: dict[str, Tensor], hidden: int, config: BenchConfig, bare: Callable[[], None]
+) -> dict[str, float]:
     """Seconds per minibatch through ``Trainer.fit``, one and ``minibatches_per_step`` minibatches per
     Lightning step, each the best of ``repeats`` short fits; before each pair of fits, a block of ``bare``
     steps (``bare_during_lightning``), so that the Lightning/bare ratios compare the same stretch of time."""
@@ -333,8 +347,9 @@ def incremental_seconds(model: MADE, batch: int, generator: torch.Generator) -> 
     return time.perf_counter() - start
 
 
-def sampler_benchmark(input_dim: int, hidden: Sequence[int], batch: int, positions: int | None,
-                      device: str = "cpu") -> dict:
+def sampler_benchmark(
+    input_dim: int, hidden: Sequence[int], batch: int, positions: int | None, device: str = "cpu"
+) -> dict:
     model = timed_made(input_dim, hidden, device)
     generator = torch.Generator().manual_seed(0)
     naive_seconds(model, batch, 2, generator)  # warm-up
@@ -385,8 +400,12 @@ def run_benchmarks(config: BenchConfig, log: Callable[[str], None] = lambda _: N
     splits, dataset = load_splits(config.dataset)
     small_splits, small_dataset = load_splits(config.small_dataset)
     input_dim, small_dim = splits["train"].shape[1], small_splits["train"].shape[1]
-    results: dict = {"config": asdict(config), "dataset": dataset, "small_dataset": small_dataset,
-                     **machine_info(config.device)}
+    results: dict = {
+        "config": asdict(config),
+        "dataset": dataset,
+        "small_dataset": small_dataset,
+        **machine_info(config.device),
+    }
 
     log(f"GEMM peak and training {input_dim}-{config.hidden}-{input_dim}, in turns")
     train = training_benchmarks(splits, config.hidden, config, baseline=True, gemms=gemm_calls(config, input_dim))
@@ -463,16 +482,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="made-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under a minute on 2 cores")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda[:N] (default: cuda where present)")
-    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
-                        help="torch.set_float32_matmul_precision: high/medium allow TF32/bf16 inside fp32 GEMMs")
-    parser.add_argument("--packed", action="store_true",
-                        help="instead: sweeps of dna-size runs packed (hydra/launcher=packed) against the joblib "
-                             "launcher (one job per core; on a GPU, one job at a time), and the packed step's parts")
-    parser.add_argument("--objectives", action="store_true",
-                        help="instead: one training step of each masks= objective (Jensen bank, mixture, learned "
-                             "mixture, PoE with importance-sampled log Z) on MNIST-size MADE, K = 4 and 16")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda[:N] (default: cuda where present)",
+    )
+    parser.add_argument(
+        "--matmul-precision",
+        choices=MATMUL_PRECISIONS,
+        default="highest",
+        help="torch.set_float32_matmul_precision: high/medium allow TF32/bf16 inside fp32 GEMMs",
+    )
+    parser.add_argument(
+        "--packed",
+        action="store_true",
+        help="instead: sweeps of dna-size runs packed (hydra/launcher=packed) against the joblib "
+        "launcher (one job per core; on a GPU, one job at a time), and the packed step's parts",
+    )
+    parser.add_argument(
+        "--objectives",
+        action="store_true",
+        help="instead: one training step of each masks= objective (Jensen bank, mixture, learned "
+        "mixture, PoE with importance-sampled log Z) on MNIST-size MADE, K = 4 and 16",
+    )
     args = parser.parse_args(argv)
     torch.set_float32_matmul_precision(args.matmul_precision)
     log = functools.partial(print, "...", flush=True)

@@ -35,8 +35,9 @@ def schedules(log_z_samples: int) -> dict[str, MaskSchedule]:
     }
 
 
-def objective_steps(input_dim: int, hidden: int, num_masks: int, batch_size: int, log_z_samples: int = 300,
-                    device: str = "cpu") -> dict[str, Callable[[], None]]:
+def objective_steps(
+    input_dim: int, hidden: int, num_masks: int, batch_size: int, log_z_samples: int = 300, device: str = "cpu"
+) -> dict[str, Callable[[], None]]:
     """One training step of each objective over a fresh K-mask MADE (name -> step), and ``draw_poe_samples``:
     drawing the PoE objective's ``log_z_samples`` mixture samples alone."""
     x = torch.rand(batch_size, input_dim, generator=torch.Generator().manual_seed(0)).round().to(device)
@@ -53,8 +54,13 @@ def objective_steps(input_dim: int, hidden: int, num_masks: int, batch_size: int
     return steps
 
 
-def _step(model: MADE, schedule: MaskSchedule, weights: MixtureWeights | None, optimizer: torch.optim.Optimizer,
-          x: torch.Tensor) -> Callable[[], None]:
+def _step(
+    model: MADE,
+    schedule: MaskSchedule,
+    weights: MixtureWeights | None,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+) -> Callable[[], None]:
     """A training step as MADEModule takes it: the step's masks, the objective's loss, backward, Adam."""
     step_count = itertools.count()
 
@@ -68,9 +74,16 @@ def _step(model: MADE, schedule: MaskSchedule, weights: MixtureWeights | None, o
     return step
 
 
-def run_objective_benchmarks(num_masks: Sequence[int] = (4, 16), input_dim: int = 784, hidden: int = 500,
-                             batch_size: int = 100, steps: int = 3, repeats: int = 3, device: str = "cpu",
-                             log: Callable[[str], None] = lambda _: None) -> dict[str, float]:
+def run_objective_benchmarks(
+    num_masks: Sequence[int] = (4, 16),
+    input_dim: int = 784,
+    hidden: int = 500,
+    batch_size: int = 100,
+    steps: int = 3,
+    repeats: int = 3,
+    device: str = "cpu",
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, float]:
     """Milliseconds per step of each objective, and its ratio to the Jensen step, at each K."""
     results: dict[str, float] = {}
     for k in num_masks:

@@ -38,11 +38,22 @@ LEARNING_RATES = (1e-3, 2e-3)
 def sweep_seconds(launcher: str, num_runs: int, epochs: int, sweep_dir: Path, device: str = "cpu") -> float:
     """Wall seconds of ``made-train -m`` over ``num_runs`` dna runs (seeds x ``LEARNING_RATES``) with ``launcher``."""
     seeds = ",".join(str(seed) for seed in range(num_runs // len(LEARNING_RATES)))
-    command = [sys.executable, "-m", "made_exp.cli.train", "-m", f"hydra/launcher={launcher}", "data=dna",
-               "logger=csv", "module.num_samples=0", f"trainer.max_epochs={epochs}",
-               f"callbacks.early_stopping.patience={epochs + 1}", f"seed={seeds}",
-               f"optimizer.lr={','.join(map(str, LEARNING_RATES))}", f"hydra.sweep.dir={sweep_dir}",
-               "hydra.sweep.subdir=${hydra.job.num}"]
+    command = [
+        sys.executable,
+        "-m",
+        "made_exp.cli.train",
+        "-m",
+        f"hydra/launcher={launcher}",
+        "data=dna",
+        "logger=csv",
+        "module.num_samples=0",
+        f"trainer.max_epochs={epochs}",
+        f"callbacks.early_stopping.patience={epochs + 1}",
+        f"seed={seeds}",
+        f"optimizer.lr={','.join(map(str, LEARNING_RATES))}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",
+    ]
     if launcher == "parallel":
         command.append(f"hydra.launcher.n_jobs={os.cpu_count()}")
     if torch.device(device).type == "cuda":
@@ -65,8 +76,9 @@ def sweep_benchmark(num_runs: int, epochs: int, baseline: str, device: str = "cp
             seconds = sweep_seconds(launcher, num_runs, epochs, Path(scratch) / launcher, device)
             results[f"sweep_{num_runs}_{launcher}_examples_per_s"] = examples / seconds
             results[f"sweep_{num_runs}_{launcher}_s"] = seconds
-    results[f"sweep_{num_runs}_packed_vs_{baseline}"] = (results[f"sweep_{num_runs}_packed_examples_per_s"]
-                                                          / results[f"sweep_{num_runs}_{baseline}_examples_per_s"])
+    results[f"sweep_{num_runs}_packed_vs_{baseline}"] = (
+        results[f"sweep_{num_runs}_packed_examples_per_s"] / results[f"sweep_{num_runs}_{baseline}_examples_per_s"]
+    )
     return results
 
 
@@ -86,8 +98,16 @@ def _step(models: list[MADE], optimizers: list[torch.optim.Optimizer], x: torch.
     return step
 
 
-def step_breakdown(num_members: int, input_dim: int = 180, hidden: int = 500, batch_size: int = 100,
-                   device: str = "cpu", steps: int = 20, repeats: int = 5, warmup: int = 5) -> dict[str, float]:
+def step_breakdown(
+    num_members: int,
+    input_dim: int = 180,
+    hidden: int = 500,
+    batch_size: int = 100,
+    device: str = "cpu",
+    steps: int = 20,
+    repeats: int = 5,
+    warmup: int = 5,
+) -> dict[str, float]:
     """Milliseconds of one packed step of ``num_members`` and its parts, of N solo steps, and GEMM GFLOP/s."""
     adam = functools.partial(torch.optim.Adam, lr=1e-3, fused=True)
     models = _members(num_members, input_dim, hidden, device)
@@ -111,8 +131,9 @@ def step_breakdown(num_members: int, input_dim: int = 180, hidden: int = 500, ba
         torch.bmm(hidden_out.transpose(1, 2), grad_out), torch.bmm(x.transpose(1, 2), hidden_out)
         torch.bmm(grad_out, w2.transpose(1, 2))
 
-    seconds = best_seconds_interleaved({"packed": packed, "solo": solo, "optimiser": optimiser_steps,
-                                        "gemms": gemms}, steps, repeats, warmup, device)
+    seconds = best_seconds_interleaved(
+        {"packed": packed, "solo": solo, "optimiser": optimiser_steps, "gemms": gemms}, steps, repeats, warmup, device
+    )
     synchronize(device)
     flops = num_members * training_gemm_flops(batch_size, [input_dim, hidden, input_dim])
     other = seconds["packed"] - seconds["gemms"] - seconds["optimiser"]
@@ -129,8 +150,9 @@ def step_breakdown(num_members: int, input_dim: int = 180, hidden: int = 500, ba
     }
 
 
-def run_packed_benchmarks(sizes: tuple[int, ...], epochs: int, device: str = "cpu",
-                          log: Callable[[str], None] = lambda _: None) -> dict[str, float]:
+def run_packed_benchmarks(
+    sizes: tuple[int, ...], epochs: int, device: str = "cpu", log: Callable[[str], None] = lambda _: None
+) -> dict[str, float]:
     """The step breakdown and the sweep comparison for each sweep size in ``sizes``."""
     baseline = "basic" if torch.device(device).type == "cuda" else "parallel"
     results: dict[str, float] = {"sweep_epochs": epochs}

@@ -33,8 +33,18 @@ from made_exp.runs.figures import legend_below, save_figure, subplots
 from made_exp.runs.records import dataset_name, results_files
 from made_exp.runs.rundir import RunDir
 
-__all__ = ["STRATEGIES", "CompareError", "find_runs", "evaluate_runs", "collect", "summarise", "markdown_table",
-           "plot_nll_vs_k", "compare", "main"]
+__all__ = [
+    "STRATEGIES",
+    "CompareError",
+    "find_runs",
+    "evaluate_runs",
+    "collect",
+    "summarise",
+    "markdown_table",
+    "plot_nll_vs_k",
+    "compare",
+    "main",
+]
 
 # conf/ensemble/ name -> label. Logit averaging is not a normalised distribution: its number is a
 # score, not a test NLL, and must never be read as one.
@@ -45,9 +55,23 @@ STRATEGIES = {
     "logit_average": "logit average (unnormalised)",
     "best_single": "best single mask",
 }
-CSV_FIELDS = ["dataset", "training", "num_masks", "seed", "strategy", "test_nll", "unnormalised_nll", "log_z",
-              "log_z_stderr", "effective_sample_size", "effective_num_masks", "single_mask_nll_mean",
-              "log_total_mass", "eval_wall_time_s", "run_dir"]
+CSV_FIELDS = [
+    "dataset",
+    "training",
+    "num_masks",
+    "seed",
+    "strategy",
+    "test_nll",
+    "unnormalised_nll",
+    "log_z",
+    "log_z_stderr",
+    "effective_sample_size",
+    "effective_num_masks",
+    "single_mask_nll_mean",
+    "log_total_mass",
+    "eval_wall_time_s",
+    "run_dir",
+]
 # results.csv field <- eval_<strategy>.json metric
 METRICS = {
     "test_nll": "test/nll",
@@ -104,8 +128,11 @@ def training_label(config: dict) -> str:
     """How a run's masks were trained: the schedule and the objective (``conf/masks/``)."""
     masks = config.get("masks", {})
     schedule, objective = masks.get("schedule", "cycle"), masks.get("objective", "nll")
-    labels = {"poe": "PoE objective", "learned_mixture": "learned-mixture objective",
-              "mixture": f"mixture objective (S = {masks.get('samples_per_step')})"}
+    labels = {
+        "poe": "PoE objective",
+        "learned_mixture": "learned-mixture objective",
+        "mixture": f"mixture objective (S = {masks.get('samples_per_step')})",
+    }
     if objective in labels:
         return labels[objective]
     return "bank, Jensen" if schedule == "cycle" else "fresh masks, Jensen"
@@ -119,16 +146,18 @@ def collect(runs: list[Path], overrides: dict[str, list[str]]) -> list[dict]:
         for strategy in STRATEGIES:
             evaluation = json.loads(RunDir(run_dir).evaluation(strategy, overrides.get(strategy, [])).read_text())
             metrics = evaluation["metrics"]
-            rows.append({
-                "dataset": dataset_name(config.get("data", {})),
-                "training": training_label(config),
-                "num_masks": int(config["model"]["num_masks"]),
-                "seed": config.get("seed"),
-                "strategy": strategy,
-                **{field: metrics.get(key) for field, key in METRICS.items()},
-                "eval_wall_time_s": evaluation.get("wall_time_s"),
-                "run_dir": str(run_dir),
-            })
+            rows.append(
+                {
+                    "dataset": dataset_name(config.get("data", {})),
+                    "training": training_label(config),
+                    "num_masks": int(config["model"]["num_masks"]),
+                    "seed": config.get("seed"),
+                    "strategy": strategy,
+                    **{field: metrics.get(key) for field, key in METRICS.items()},
+                    "eval_wall_time_s": evaluation.get("wall_time_s"),
+                    "run_dir": str(run_dir),
+                }
+            )
     return rows
 
 
@@ -153,25 +182,36 @@ def _mean(values: list[float] | None, digits: int = 2, spread: bool = True) -> s
 
 def markdown_table(summary: dict[tuple[str, str, int], dict[str, list[float]]]) -> str:
     """Test NLL in nats per (dataset, training, K) and strategy; logit averaging in its own, unnormalised, column."""
-    header = ("| dataset | training | K | seeds | mean single mask | mixture | learned mixture | eff. masks "
-              "| best single mask | product of experts | PoE unnormalised | PoE log Z ± stderr "
-              "| logit average (unnormalised) |")
+    header = (
+        "| dataset | training | K | seeds | mean single mask | mixture | learned mixture | eff. masks "
+        "| best single mask | product of experts | PoE unnormalised | PoE log Z ± stderr "
+        "| logit average (unnormalised) |"
+    )
     lines = [header, "|---|---|" + "---:|" * 11]
     for (dataset, training, num_masks), cell in summary.items():
         log_z, stderr = cell.get("poe/log_z"), cell.get("poe/log_z_stderr")
         log_z_text = "—" if not log_z else f"{statistics.fmean(log_z):.3f} ± {statistics.fmean(stderr):.3f}"
-        lines.append("| " + " | ".join([
-            dataset, training, str(num_masks), str(len(cell.get("mixture/test_nll", []))),
-            _mean(cell.get("mixture/single_mask_nll_mean")),
-            _mean(cell.get("mixture/test_nll")),
-            _mean(cell.get("learned_mixture/test_nll")),
-            _mean(cell.get("learned_mixture/effective_num_masks"), 1, spread=False),
-            _mean(cell.get("best_single/test_nll")),
-            _mean(cell.get("poe/test_nll")),
-            _mean(cell.get("poe/unnormalised_nll")),
-            log_z_text,
-            _mean(cell.get("logit_average/unnormalised_nll")),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    dataset,
+                    training,
+                    str(num_masks),
+                    str(len(cell.get("mixture/test_nll", []))),
+                    _mean(cell.get("mixture/single_mask_nll_mean")),
+                    _mean(cell.get("mixture/test_nll")),
+                    _mean(cell.get("learned_mixture/test_nll")),
+                    _mean(cell.get("learned_mixture/effective_num_masks"), 1, spread=False),
+                    _mean(cell.get("best_single/test_nll")),
+                    _mean(cell.get("poe/test_nll")),
+                    _mean(cell.get("poe/unnormalised_nll")),
+                    log_z_text,
+                    _mean(cell.get("logit_average/unnormalised_nll")),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -225,20 +265,25 @@ def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None
     table = markdown_table(summary)
     out.mkdir(parents=True, exist_ok=True)
     plot_nll_vs_k(summary, out / "nll_vs_k.png")
-    markdown = "\n\n".join([
-        "# Mixture against product of experts",
-        f"{len(runs)} runs under {root}. Test NLL in nats per example (lower is better), mean ± sample std over "
-        "seeds. K: masks in the trained bank, all of them combined. Mean single mask: the masks' test NLLs "
-        "averaged (Jensen: the mixture is never worse). Learned mixture: weights fitted by EM on the validation "
-        "split, eff. masks = exp(entropy of the weights). Product of experts: normalised by log Z (exact for "
-        "D <= poe.exact_max_dim, 20 unless set, else importance-sampled, unless poe.log_z_method says otherwise; "
-        "mean stderr shown); its "
-        "unnormalised NLL drops log Z <= 0 and so bounds the true NLL above. Logit average is NOT a normalised "
-        "distribution: its number is a score, not comparable with the test NLLs. "
-        f"Settings: {settings_text(overrides)}.",
-        table,
-        "![test NLL against K per strategy](nll_vs_k.png)",
-    ]) + "\n"
+    markdown = (
+        "\n\n".join(
+            [
+                "# Mixture against product of experts",
+                f"{len(runs)} runs under {root}. Test NLL in nats per example (lower is better), mean ± sample std "
+                "over seeds. K: masks in the trained bank, all of them combined. Mean single mask: the masks' test "
+                "NLLs averaged (Jensen: the mixture is never worse). Learned mixture: weights fitted by EM on the "
+                "validation split, eff. masks = exp(entropy of the weights). Product of experts: normalised by log Z "
+                "(exact for D <= poe.exact_max_dim, 20 unless set, else importance-sampled, unless poe.log_z_method "
+                "says otherwise; mean stderr shown); its "
+                "unnormalised NLL drops log Z <= 0 and so bounds the true NLL above. Logit average is NOT a normalised "
+                "distribution: its number is a score, not comparable with the test NLLs. "
+                f"Settings: {settings_text(overrides)}.",
+                table,
+                "![test NLL against K per strategy](nll_vs_k.png)",
+            ]
+        )
+        + "\n"
+    )
     write_text_atomic(out / "report.md", markdown)
     write_text_atomic(out / "results.csv", csv_text(rows, CSV_FIELDS))
     return table
@@ -249,8 +294,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", type=Path, help="a made-train multirun dir (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, nll_vs_k.png (default: root)")
     parser.add_argument("--set", nargs="*", default=[], metavar="STRATEGY.KEY=VALUE", help="ensemble config overrides")
-    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
-                        help="where to score runs not yet scored: auto (a GPU where there is one, default), cpu or gpu")
+    parser.add_argument(
+        "--accelerator",
+        choices=ACCELERATORS,
+        default="auto",
+        help="where to score runs not yet scored: auto (a GPU where there is one, default), cpu or gpu",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     with exit_on_config_error("made-compare"):

@@ -29,10 +29,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ensemble", default="mixture", help="a conf/ensemble/ name")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="ensemble config overrides")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
-    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto",
-                        help="where to score: auto (a GPU where there is one, default), cpu or gpu")
-    parser.add_argument("--out", type=Path,
-                        help="where to write the JSON (default: RUN_DIR/eval_<ensemble>[.<hash of --set>].json)")
+    parser.add_argument(
+        "--accelerator",
+        choices=ACCELERATORS,
+        default="auto",
+        help="where to score: auto (a GPU where there is one, default), cpu or gpu",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where to write the JSON (default: RUN_DIR/eval_<ensemble>[.<hash of --set>].json)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     from made_exp.lightning.evaluation import evaluate  # torch and Lightning: after --help and argument errors

@@ -33,17 +33,46 @@ from made_exp.runs.records import ReportError, dataset_name, results_files
 from made_exp.runs.rundir import RunDir
 
 __all__ = [
-    "Run", "Group", "ReportError", "load_runs", "group_runs", "summarise", "markdown_table", "report", "main",
+    "Run",
+    "Group",
+    "ReportError",
+    "load_runs",
+    "group_runs",
+    "summarise",
+    "markdown_table",
+    "report",
+    "main",
 ]
 
 # Keys that differ between runs of one configuration without changing what is measured.
 IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name", "seeds", "resume", "overwrite"}
 IGNORED_LEAVES = {"seed", "dirpath", "default_root_dir", "save_dir", "data_dir", "download"}
 # Keys the masks group sets together; the configuration label already names them.
-MASK_KEYS = {"masks.schedule", "masks.val_num_masks", "model.num_masks", "ensemble.num_masks",
-             "ensemble.mask_source", "model.hidden_sizes"}
-CSV_FIELDS = ["dataset", "configuration", "paper_column", "n_seeds", "n_runs", "seeds", "test_nll_mean", "test_nll_std",
-              "paper_nll", "diff", "diff_pct", "wall_time_s_mean", "short_of_protocol", "paper_source", "run_dirs"]
+MASK_KEYS = {
+    "masks.schedule",
+    "masks.val_num_masks",
+    "model.num_masks",
+    "ensemble.num_masks",
+    "ensemble.mask_source",
+    "model.hidden_sizes",
+}
+CSV_FIELDS = [
+    "dataset",
+    "configuration",
+    "paper_column",
+    "n_seeds",
+    "n_runs",
+    "seeds",
+    "test_nll_mean",
+    "test_nll_std",
+    "paper_nll",
+    "diff",
+    "diff_pct",
+    "wall_time_s_mean",
+    "short_of_protocol",
+    "paper_source",
+    "run_dirs",
+]
 PROTOCOL_END = "early_stopping"  # the paper trains until early stopping (look-ahead) fires
 
 
@@ -210,8 +239,10 @@ def group_runs(runs: list[Run]) -> list[Group]:
         # wherever it is recorded; unless that leaves two configurations with the same label.
         for recorded_only in (True, False):
             varying = varying_keys(list(configs.values()), recorded_only)
-            named = {config: config_label(by_config[dataset, config][0], values, varying)
-                     for config, values in configs.items()}
+            named = {
+                config: config_label(by_config[dataset, config][0], values, varying)
+                for config, values in configs.items()
+            }
             if len(set(named.values())) == len(named):
                 break
         labels.update({(dataset, config): label for config, label in named.items()})
@@ -227,7 +258,8 @@ def varying_keys(configs: list[dict], recorded_only: bool) -> set[str]:
     value unless ``recorded_only``."""
     keys = set().union(*configs) - MASK_KEYS
     return {
-        key for key in keys
+        key
+        for key in keys
         if len({json.dumps(c.get(key), default=str) for c in configs if key in c or not recorded_only}) > 1
     }
 
@@ -288,8 +320,10 @@ def _number(value: float | None, digits: int = 2, signed: bool = False) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| dataset | configuration | paper column | seeds | test NLL (ours) | paper | ours − paper | "
-              "ours − paper (%) | wall time (s) |")
+    header = (
+        "| dataset | configuration | paper column | seeds | test NLL (ours) | paper | ours − paper | "
+        "ours − paper (%) | wall time (s) |"
+    )
     lines = [header, "|" + "---|" * 3 + "---:|" * 6]
     for row in rows:
         ours = _number(row["test_nll_mean"])
@@ -314,8 +348,10 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
         rest = tuple((k, v) for k, v in first.config if k not in MASK_KEYS - {"model.hidden_sizes"})
         line = ("mask sampling" if first.mask_sampling else "fixed bank", rest)
         lines[group.dataset][line][first.num_masks] = [run.test_nll for run in group.runs]
-    swept = {dataset: {line: points for line, points in by_line.items() if len(points) > 1}
-             for dataset, by_line in lines.items()}
+    swept = {
+        dataset: {line: points for line, points in by_line.items() if len(points) > 1}
+        for dataset, by_line in lines.items()
+    }
     swept = {dataset: by_line for dataset, by_line in swept.items() if by_line}
     if not swept:
         return False
@@ -361,8 +397,13 @@ def plot_per_mask_histogram(groups: list[Group], path: Path) -> bool:
 
 def copy_mnist_samples(groups: list[Group], path: Path) -> Path | None:
     """Copy ``samples.png`` of the best binarized-MNIST run that has one; returns its run dir."""
-    candidates = [run for group in groups if group.dataset == "binarized_mnist" for run in group.runs
-                  if RunDir(run.run_dir).samples.is_file()]
+    candidates = [
+        run
+        for group in groups
+        if group.dataset == "binarized_mnist"
+        for run in group.runs
+        if RunDir(run.run_dir).samples.is_file()
+    ]
     if not candidates:
         return None
     best = min(candidates, key=lambda run: run.test_nll)
@@ -400,25 +441,34 @@ def report(dirs: list[Path], out: Path) -> str:
         seeds = [run.seed_value for run in group.runs]
         repeated = sorted({run.seed_label for run in group.runs if seeds.count(run.seed_value) > 1})
         if repeated:
-            notes.append(f"{group.dataset}, {group.label}: seed {', '.join(repeated)} ran more than once; "
-                         "every run is averaged, and the seeds column counts distinct seeds")
+            notes.append(
+                f"{group.dataset}, {group.label}: seed {', '.join(repeated)} ran more than once; "
+                "every run is averaged, and the seeds column counts distinct seeds"
+            )
     if any(row["short_of_protocol"] for row in rows):
-        notes.append("short: training ended by trainer.max_epochs, trainer.max_time or something else (or had no "
-                     "early stopping) before early stopping fired, so shorter than the paper's protocol; results "
-                     "without a recorded stopped_by count as short when their epochs reached max_epochs or a "
-                     "max_time was set")
+        notes.append(
+            "short: training ended by trainer.max_epochs, trainer.max_time or something else (or had no "
+            "early stopping) before early stopping fired, so shorter than the paper's protocol; results "
+            "without a recorded stopped_by count as short when their epochs reached max_epochs or a "
+            "max_time was set"
+        )
     notes += [f"{path}: no results.json (failed or unfinished), left out" for path in unfinished_runs(dirs)]
-    markdown = "\n\n".join([
-        "# MADE: our test NLL against the paper",
-        f"Runs: {len(runs)} from {', '.join(map(str, dirs))}. Test NLL in nats per example (lower is better), "
-        "mean ± sample standard deviation over seeds. Paper: Germain et al. 2015, Table 4 (UCI) and Table 6 "
-        "(binarized MNIST); the UCI \"mask sampling\" column also stands for runs with a bank of several masks. "
-        "\"—\": the paper reports no figure for that configuration.",
-        table,
-        "## Figures",
-        "\n\n".join(figures),
-        *(["## Notes", "\n".join(f"- {note}" for note in notes)] if notes else []),
-    ]) + "\n"
+    markdown = (
+        "\n\n".join(
+            [
+                "# MADE: our test NLL against the paper",
+                f"Runs: {len(runs)} from {', '.join(map(str, dirs))}. Test NLL in nats per example (lower is better), "
+                "mean ± sample standard deviation over seeds. Paper: Germain et al. 2015, Table 4 (UCI) and Table 6 "
+                '(binarized MNIST); the UCI "mask sampling" column also stands for runs with a bank of several masks. '
+                '"—": the paper reports no figure for that configuration.',
+                table,
+                "## Figures",
+                "\n\n".join(figures),
+                *(["## Notes", "\n".join(f"- {note}" for note in notes)] if notes else []),
+            ]
+        )
+        + "\n"
+    )
     write_text_atomic(out / "report.md", markdown)
     write_text_atomic(out / "report.csv", csv_text(rows, CSV_FIELDS))
     return table

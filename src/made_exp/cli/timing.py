@@ -14,8 +14,15 @@ import torch
 from made_exp.core.made import MADE
 from made_exp.runs.results import hardware
 
-__all__ = ["synchronize", "best_seconds_interleaved", "best_seconds_per_call", "best_block", "training_gemm_flops",
-           "machine_info", "timed_made"]
+__all__ = [
+    "synchronize",
+    "best_seconds_interleaved",
+    "best_seconds_per_call",
+    "best_block",
+    "training_gemm_flops",
+    "machine_info",
+    "timed_made",
+]
 
 
 def synchronize(device: str) -> None:
@@ -24,8 +31,9 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_seconds_interleaved(fns: dict[str, Callable[[], object]], steps: int, repeats: int, warmup: int,
-                             device: str = "cpu") -> dict[str, float]:
+def best_seconds_interleaved(
+    fns: dict[str, Callable[[], object]], steps: int, repeats: int, warmup: int, device: str = "cpu"
+) -> dict[str, float]:
     """Seconds per call of each function: its fastest of ``repeats`` blocks of ``steps`` calls, after ``warmup``
     calls. The functions' blocks take turns, so a machine whose speed drifts (a shared VM) biases no ratio."""
     for fn in fns.values():
@@ -43,8 +51,9 @@ def best_seconds_interleaved(fns: dict[str, Callable[[], object]], steps: int, r
     return best
 
 
-def best_seconds_per_call(fn: Callable[[], object], steps: int, repeats: int, warmup: int,
-                          device: str = "cpu") -> float:
+def best_seconds_per_call(
+    fn: Callable[[], object], steps: int, repeats: int, warmup: int, device: str = "cpu"
+) -> float:
     """``best_seconds_interleaved`` of one function."""
     return best_seconds_interleaved({"fn": fn}, steps, repeats, warmup, device)["fn"]
 
@@ -71,8 +80,12 @@ def training_gemm_flops(batch_size: int, widths: Sequence[int]) -> int:
 
 def machine_info(device: str = "cpu") -> dict:
     """What results.json records as hardware, plus the device, the fp32 matmul precision and the date."""
-    return {**hardware(), "device": device, "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    return {
+        **hardware(),
+        "device": device,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
 
 
 def timed_made(input_dim: int, hidden: Sequence[int], device: str = "cpu", num_masks: int = 1) -> MADE:

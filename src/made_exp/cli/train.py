@@ -34,8 +34,9 @@ from made_exp.runs.sweep import run_job
 __all__ = ["main"]
 
 # hydra.run.dir (conf/train.yaml) is the first of these that is set: MADE_RUN_DIR, resume, a new dir.
-OmegaConf.register_new_resolver("made.first_set", lambda *values: next(v for v in values if v is not None),
-                                replace=True)
+OmegaConf.register_new_resolver(
+    "made.first_set", lambda *values: next(v for v in values if v is not None), replace=True
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -74,8 +75,12 @@ def usage() -> str:
     lines = [(__doc__ or "").strip(), "", "Config groups (group=option; any key can be overridden: model.num_masks=8):"]
     for group in groups:
         lines.append(f"  {group.name}: {', '.join(sorted(option.stem for option in group.glob('*.yaml')))}")
-    lines += ["", "made-train --cfg job [overrides]   the composed config", "made-train --hydra-help           "
-              "Hydra's options (launchers: hydra/launcher=..., sweepers: hydra/sweeper=...)"]
+    lines += [
+        "",
+        "made-train --cfg job [overrides]   the composed config",
+        "made-train --hydra-help           "
+        "Hydra's options (launchers: hydra/launcher=..., sweepers: hydra/sweeper=...)",
+    ]
     return "\n".join(lines)
 
 

@@ -1,8 +1,18 @@
 """The allowed values of the model's and the mask schedule's options: plain names, so that the config schema
 (``made_exp.runs.config``) can list them without importing torch."""
 
-__all__ = ["ACTIVATIONS", "DIRECT_CONNECTIONS", "RESAMPLE_MODES", "INITS", "SCHEDULES", "OBJECTIVES",
-           "WHOLE_BANK_OBJECTIVES", "LOG_Z_METHODS", "POE_LOG_Z_METHODS", "ANNEALING_SCHEDULES"]
+__all__ = [
+    "ACTIVATIONS",
+    "DIRECT_CONNECTIONS",
+    "RESAMPLE_MODES",
+    "INITS",
+    "SCHEDULES",
+    "OBJECTIVES",
+    "WHOLE_BANK_OBJECTIVES",
+    "LOG_Z_METHODS",
+    "POE_LOG_Z_METHODS",
+    "ANNEALING_SCHEDULES",
+]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 DIRECT_CONNECTIONS = ("none", "output", "full")

@@ -151,8 +151,9 @@ class ProductOfExperts(Mixture):
         elif method == "importance":
             self.log_z, stderr = poe_log_z_importance(model, self.masks, self.num_importance_samples, generator)
         else:
-            result = poe_log_z_ais(model, self.masks, self.ais_chains, self.ais_temperatures, self.ais_schedule,
-                                   generator=generator)
+            result = poe_log_z_ais(
+                model, self.masks, self.ais_chains, self.ais_temperatures, self.ais_schedule, generator=generator
+            )
             self.log_z, stderr = result.log_z, result.log_z_stderr
             ais_scalars = {"effective_sample_size": result.effective_sample_size}
         return {"num_masks": float(len(self.masks)), "log_z": self.log_z, "log_z_stderr": stderr, **ais_scalars}

@@ -30,8 +30,14 @@ __all__ = ["shape_key", "packed_logits", "packed_log_prob", "packed_mixture_log_
 
 def shape_key(model: MADE) -> tuple:
     """What members must share to be packed: D, hidden widths, activation, direct connections, mask conditioning."""
-    return (model.input_dim, tuple(model.hidden_sizes), type(model.activation).__name__, model.direct_connection,
-            len(model.input_skips), model.output.mask_weight is not None)
+    return (
+        model.input_dim,
+        tuple(model.hidden_sizes),
+        type(model.activation).__name__,
+        model.direct_connection,
+        len(model.input_skips),
+        model.output.mask_weight is not None,
+    )
 
 
 def _packed_linear(layers: Sequence[MaskedLinear], x: Tensor) -> Tensor:

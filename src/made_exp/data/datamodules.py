@@ -171,8 +171,10 @@ class TensorDataModule(BinarizedDataModule):
         seed: int = 0,
         minibatches_per_step: int = 1,
     ) -> None:
-        splits = {split: check_binary(data, f"{split} array") for split, data in zip(SPLITS, (train, valid, test),
-                                                                                     strict=True)}
+        splits = {
+            split: check_binary(data, f"{split} array")
+            for split, data in zip(SPLITS, (train, valid, test), strict=True)
+        }
         widths = {split: data.shape[1] for split, data in splits.items()}
         if len(set(widths.values())) != 1:
             raise DataError(f"the splits have different numbers of columns: {widths}")

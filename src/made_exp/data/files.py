@@ -36,8 +36,20 @@ from torch import Tensor
 
 from made_exp.errors import UserError
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "DatasetInfo", "cache_dir", "dataset_info", "load_npz_splits",
-           "load_own_data", "resolve_dataset", "check_binary", "split_rows", "DEFAULT_SPLIT"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "DataError",
+    "DatasetInfo",
+    "cache_dir",
+    "dataset_info",
+    "load_npz_splits",
+    "load_own_data",
+    "resolve_dataset",
+    "check_binary",
+    "split_rows",
+    "DEFAULT_SPLIT",
+]
 
 SPLITS = ("train", "valid", "test")
 _NPZ_KEYS = ("inputsize", *(f"{split}_data" for split in SPLITS), *(f"{split}_length" for split in SPLITS))
@@ -121,15 +133,18 @@ def resolve_dataset(
     if given:
         # An explicit directory is the only place looked: a same-named copy in the cache is never used
         # in its stead, so what results.json records is what trained.
-        hint = (f"put {filename} there (download it from {url}), as $MADE_DATA_DIR/{filename} does; "
-                f"with a data directory given, the cache {cache_dir()} is not looked in")
+        hint = (
+            f"put {filename} there (download it from {url}), as $MADE_DATA_DIR/{filename} does; "
+            f"with a data directory given, the cache {cache_dir()} is not looked in"
+        )
         return _readable_file(_existing_dir(Path(given).expanduser(), hint) / filename, hint)
     path = cache_dir() / filename
     if path.exists() or path.is_symlink():
         return _readable_file(path)
     if not download:
-        raise DataError(f"{filename} not found in {cache_dir()}; put it at $MADE_DATA_DIR/{filename} "
-                        f"(download it from {url})")
+        raise DataError(
+            f"{filename} not found in {cache_dir()}; put it at $MADE_DATA_DIR/{filename} (download it from {url})"
+        )
     _download(url, path, info)
     return path
 
@@ -158,8 +173,13 @@ def _readable_file(path: Path, hint: str = "") -> Path:
 
 def _os_problem(err: OSError) -> str:
     """What an OSError from stat/open means to the user, in a few words."""
-    problems = {errno.ENOENT: "not found", errno.ELOOP: "a symlink loop", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied", errno.ENOTDIR: "a parent is not a directory"}
+    problems = {
+        errno.ENOENT: "not found",
+        errno.ELOOP: "a symlink loop",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOTDIR: "a parent is not a directory",
+    }
     return problems.get(err.errno, err.strerror or str(err))
 
 
@@ -247,8 +267,10 @@ def _check_splits(arrays: dict[str, np.ndarray], info: DatasetInfo | None, sourc
         if data.size == 0:
             raise DataError(f"{where} is empty")
         if data.shape != expected:
-            raise DataError(f"{where} has shape {data.shape}, expected {expected}"
-                            + ("" if info is not None else f" ({split}_length, inputsize)"))
+            raise DataError(
+                f"{where} has shape {data.shape}, expected {expected}"
+                + ("" if info is not None else f" ({split}_length, inputsize)")
+            )
         if length != expected[0]:
             raise DataError(f"{source}: {split}_length is {length}, expected {expected[0]}")
         splits[split] = check_binary(data, where)
@@ -305,11 +327,15 @@ def load_own_data(
             raise DataError(f"{source} is already split into train/valid/test (release format); drop data.split")
         return _check_splits(arrays, info, source)
     if len(arrays) != 1:
-        raise DataError(f"{source}: holds arrays {sorted(arrays)}; expected the release-format keys "
-                        f"{list(_NPZ_KEYS)} or exactly one (N, D) array")
+        raise DataError(
+            f"{source}: holds arrays {sorted(arrays)}; expected the release-format keys "
+            f"{list(_NPZ_KEYS)} or exactly one (N, D) array"
+        )
     if info is not None:
-        raise DataError(f"{source}: holds one array, but {info.name} is a paper set in the release format; "
-                        "give your data another data.name")
-    (name, data), = arrays.items()
+        raise DataError(
+            f"{source}: holds one array, but {info.name} is a paper set in the release format; "
+            "give your data another data.name"
+        )
+    ((name, data),) = arrays.items()
     where = source if name == "array" else f"{source}: {name}"
     return split_rows(check_binary(data, where), split or DEFAULT_SPLIT, where)

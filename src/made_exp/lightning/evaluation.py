@@ -42,14 +42,21 @@ def evaluate(
     quiet_lightning()
     cfg, datamodule, module, path = load_run(run_dir, compose_ensemble(ensemble, overrides or []), checkpoint)
     weights = checkpoint_digest(path)
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     with _stopped_by_sigterm():
         trainer.test(module, datamodule=datamodule, verbose=False)
-    return {"metrics": module.test_results, "per_mask_nll": module.per_mask_nll, "ensemble": ensemble,
-            "overrides": list(overrides or []), "checkpoint": str(path), "weights_sha256": weights,
-            "device": trainer.strategy.root_device.type,
-            **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit)}
+    return {
+        "metrics": module.test_results,
+        "per_mask_nll": module.per_mask_nll,
+        "ensemble": ensemble,
+        "overrides": list(overrides or []),
+        "checkpoint": str(path),
+        "weights_sha256": weights,
+        "device": trainer.strategy.root_device.type,
+        **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
+    }
 
 
 @contextlib.contextmanager

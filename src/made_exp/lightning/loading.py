@@ -135,5 +135,5 @@ def _with_current_targets(cfg: DictConfig) -> DictConfig:
 def _moved(target: str) -> str:
     for old, new in _MOVED_TARGETS.items():
         if target.startswith(old) and target.count(".") == old.count("."):
-            return new + target[len(old):]
+            return new + target[len(old) :]
     return target

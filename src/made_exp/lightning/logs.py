@@ -73,8 +73,10 @@ class EpochLog(pl.Callback):
             self._log_epoch(trainer, trainer.current_epoch)
         stopper = trainer.early_stopping_callback
         if trainer.is_global_zero and stopper is not None and stopper.stopped_epoch > 0:
-            log.info(f"early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} did not improve "
-                     f"for {stopper.patience} validations (best {float(stopper.best_score):.4f})")
+            log.info(
+                f"early stopping after epoch {stopper.stopped_epoch + 1}: {stopper.monitor} did not improve "
+                f"for {stopper.patience} validations (best {float(stopper.best_score):.4f})"
+            )
 
     def _log_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
         """``epoch``: how many epochs have finished."""
@@ -98,8 +100,12 @@ class EpochLog(pl.Callback):
         fraction = float(metrics["train/effective_sample_fraction"])
         if fraction < LOW_EFFECTIVE_SAMPLE_FRACTION and not self._warned_low_ess:
             self._warned_low_ess = True
-            log.warning(f"epoch {epoch}: the importance-sampled log Z keeps {fraction:.1%} of its samples effective: "
-                        "log Z, its gradient and val/nll are biased low (val/nll optimistic); raise "
-                        "masks.log_z_samples, and score the product with poe.log_z_method=ais")
-        return (f"log Z {float(metrics['train/log_z']):.2f} ± {float(metrics['train/log_z_stderr']):.2f}  "
-                f"ESS {fraction:.1%}")
+            log.warning(
+                f"epoch {epoch}: the importance-sampled log Z keeps {fraction:.1%} of its samples effective: "
+                "log Z, its gradient and val/nll are biased low (val/nll optimistic); raise "
+                "masks.log_z_samples, and score the product with poe.log_z_method=ais"
+            )
+        return (
+            f"log Z {float(metrics['train/log_z']):.2f} ± {float(metrics['train/log_z_stderr']):.2f}  "
+            f"ESS {fraction:.1%}"
+        )

@@ -124,8 +124,9 @@ class MADEModule(pl.LightningModule):
         total, count = 0.0, 0
         for minibatch in minibatches:
             masks = self.masks.training_masks(self.model, self.global_step)
-            loss, stats = self.masks.loss(self.model, minibatch, masks, self.mixture_weights, self.model.generator,
-                                          self._num_train)
+            loss, stats = self.masks.loss(
+                self.model, minibatch, masks, self.mixture_weights, self.model.generator, self._num_train
+            )
             optimizer.zero_grad(set_to_none=True)
             if self._plain_backward:
                 loss.backward()

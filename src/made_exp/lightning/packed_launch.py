@@ -107,8 +107,10 @@ class _Pack:
         step runs in torch kernels, which release the GIL), each with one torch thread when there are several."""
         packs = [pack for members in self._groups() for pack in self._split(members)]
         received: list[int] = []
-        previous = {number: signal.signal(number, lambda number, frame: received.append(number))
-                    for number in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            number: signal.signal(number, lambda number, frame: received.append(number))
+            for number in (signal.SIGTERM, signal.SIGINT)
+        }
         threads = torch.get_num_threads()
         if self.workers > 1:
             torch.set_num_threads(1)
@@ -192,8 +194,10 @@ def _continue_alone(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     reason = unpackable(cfg)
     if reason is not None:
-        raise ConfigError(f"{output_dir}: a pack trained this run, so only a pack continues it, and a pack cannot "
-                          f"train it now ({reason})")
+        raise ConfigError(
+            f"{output_dir}: a pack trained this run, so only a pack continues it, and a pack cannot "
+            f"train it now ({reason})"
+        )
     set_job_threads()
     pack = _Pack(max_pack=1, workers=1, summary=False)
     member = Member(cfg, pack.loaded_data)
@@ -239,20 +243,37 @@ def _close(loggers: list, epoch_log: logging.Logger) -> None:
     epoch_log.handlers = []
 
 
-def _run_each(hydra_context: HydraContext, config: DictConfig, configs: Sequence[DictConfig],
-              task: Callable[[DictConfig], TaskFunction]) -> list[JobReturn]:
+def _run_each(
+    hydra_context: HydraContext,
+    config: DictConfig,
+    configs: Sequence[DictConfig],
+    task: Callable[[DictConfig], TaskFunction],
+) -> list[JobReturn]:
     """Each job through Hydra's ``run_job`` with the task ``task(job config)``, console logging restored after."""
     returns = []
     for cfg in configs:
-        returns.append(run_job(hydra_context=hydra_context, task_function=task(cfg), config=cfg,
-                               job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        returns.append(
+            run_job(
+                hydra_context=hydra_context,
+                task_function=task(cfg),
+                config=cfg,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        )
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return returns
 
 
-def launch(hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
-           job_overrides: Sequence[Sequence[str]], initial_job_idx: int, max_pack: int,
-           workers: int | None) -> list[JobReturn]:
+def launch(
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    max_pack: int,
+    workers: int | None,
+) -> list[JobReturn]:
     """Run the jobs ``job_overrides`` (numbered from ``initial_job_idx``), packing those that can pack, at most
     ``max_pack`` runs to a pack and ``workers`` packs at once (None: this job's CPU share, ``set_job_threads``)."""
     setup_globals()
@@ -266,16 +287,21 @@ def launch(hydra_context: HydraContext, task_function: TaskFunction, config: Dic
             cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + index
         configs.append(cfg)
     pack = _Pack(max_pack, workers or cores)
-    log.info(f"launching {len(configs)} jobs, packing those that share shapes (at most {max_pack} to a pack, "
-             f"up to {pack.workers} packs at once)")
+    log.info(
+        f"launching {len(configs)} jobs, packing those that share shapes (at most {max_pack} to a pack, "
+        f"up to {pack.workers} packs at once)"
+    )
     _run_each(hydra_context, config, configs, lambda cfg: pack.set_up)
     try:
         pack.train()
     except Stopped as stop:
         sigterm = stop.signal_number == signal.SIGTERM
-        print(f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; each packed run's "
-              f"checkpoints/last.ckpt holds its last complete epoch; rerun the sweep with "
-              f"hydra.sweep.dir={config.hydra.sweep.dir} to continue", file=sys.stderr)
+        print(
+            f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; each packed run's "
+            f"checkpoints/last.ckpt holds its last complete epoch; rerun the sweep with "
+            f"hydra.sweep.dir={config.hydra.sweep.dir} to continue",
+            file=sys.stderr,
+        )
         raise SystemExit(STOPPED_BY_SIGTERM if sigterm else STOPPED_BY_SIGINT) from None
 
     def task(cfg: DictConfig) -> TaskFunction:

@@ -36,14 +36,30 @@ from made_exp.lightning.module import MADEModule, divergence
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.rundir import RunDir
 
-__all__ = ["PACKABLE_OBJECTIVES", "unpackable", "EarlyStop", "Member", "group_key", "fit_packed", "Stopped",
-           "packed_checkpoint", "restorable"]
+__all__ = [
+    "PACKABLE_OBJECTIVES",
+    "unpackable",
+    "EarlyStop",
+    "Member",
+    "group_key",
+    "fit_packed",
+    "Stopped",
+    "packed_checkpoint",
+    "restorable",
+]
 
 log = logging.getLogger("made_exp")
 
 PACKABLE_OBJECTIVES = ("nll", "mixture")
-_UNSUPPORTED_TRAINER_KEYS = ("max_time", "max_steps", "limit_train_batches", "limit_val_batches",
-                             "accumulate_grad_batches", "gradient_clip_val", "val_check_interval")
+_UNSUPPORTED_TRAINER_KEYS = (
+    "max_time",
+    "max_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "val_check_interval",
+)
 
 
 def unpackable(cfg: DictConfig) -> str | None:
@@ -63,8 +79,9 @@ def unpackable(cfg: DictConfig) -> str | None:
         if trainer.get(key) is not None:
             return f"trainer.{key} is set"
     stopper = (cfg.get("callbacks") or {}).get("early_stopping")
-    if stopper is not None and any(stopper.get(key) is not None for key in ("stopping_threshold",
-                                                                               "divergence_threshold")):
+    if stopper is not None and any(
+        stopper.get(key) is not None for key in ("stopping_threshold", "divergence_threshold")
+    ):
         return "early stopping with a threshold"
     return None
 
@@ -129,8 +146,10 @@ class Member:
         self.optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
         self.scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
         stopper = (cfg.get("callbacks") or {}).get("early_stopping")
-        self.early_stop = EarlyStop(None if stopper is None else int(stopper.patience),
-                                    abs(float(stopper.get("min_delta", 0.0) or 0.0)) if stopper is not None else 0.0)
+        self.early_stop = EarlyStop(
+            None if stopper is None else int(stopper.patience),
+            abs(float(stopper.get("min_delta", 0.0) or 0.0)) if stopper is not None else 0.0,
+        )
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.epoch = self.step = 0  # epochs finished, optimiser steps taken
         self.error: Exception | None = None
@@ -144,8 +163,9 @@ class Member:
         self.datamodule.setup("fit")
         splits = self.datamodule.splits
         for other in loaded:
-            if other.keys() == splits.keys() and all(other[name].shape == splits[name].shape
-                                                     and torch.equal(other[name], splits[name]) for name in splits):
+            if other.keys() == splits.keys() and all(
+                other[name].shape == splits[name].shape and torch.equal(other[name], splits[name]) for name in splits
+            ):
                 self.datamodule.splits = other
                 return
         loaded.append(splits)
@@ -232,12 +252,22 @@ def group_key(member: Member) -> tuple:
     """Members with the same key train in one pack: same tensor shapes, minibatch size, training-set size and number
     of training masks a step (``masks.samples_per_step``: a packed step runs the members' s-th masks together)."""
     data = member.datamodule
-    return (shape_key(member.model), data.batch_size, len(data.split("train")), str(member.model.output.weight.device),
-            member.module.masks.samples_per_step)
+    return (
+        shape_key(member.model),
+        data.batch_size,
+        len(data.split("train")),
+        str(member.model.output.weight.device),
+        member.module.masks.samples_per_step,
+    )
 
 
-def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger],
-               received: list[int], summary: bool = True) -> None:
+def fit_packed(
+    members: list[Member],
+    loggers: dict[Path, list],
+    epoch_logs: dict[Path, logging.Logger],
+    received: list[int],
+    summary: bool = True,
+) -> None:
     """Train ``members`` (one pack) until each stops; ``loggers`` and ``epoch_logs`` by run dir take each member's
     per-epoch metrics and log line, and made_exp's log one line per pack epoch if ``summary``. Raises ``Stopped``
     once ``received`` holds a signal number (the caller's signal handler appends it), after the last complete
@@ -254,8 +284,13 @@ def fit_packed(members: list[Member], loggers: dict[Path, list], epoch_logs: dic
             member.model.unbake_mask()
 
 
-def _train_epoch(members: list[Member], loggers: dict[Path, list], epoch_logs: dict[Path, logging.Logger],
-                 received: list[int], summary: bool) -> None:
+def _train_epoch(
+    members: list[Member],
+    loggers: dict[Path, list],
+    epoch_logs: dict[Path, logging.Logger],
+    received: list[int],
+    summary: bool,
+) -> None:
     started = time.perf_counter()
     active = [member for member in members if member.active]
     batches = [member.minibatches() for member in active]
@@ -276,8 +311,10 @@ def _train_epoch(members: list[Member], loggers: dict[Path, list], epoch_logs: d
     if not summary:
         return
     stopped = sum(not member.active for member in members)
-    log.info(f"packed epoch {max(member.epoch for member in active)}: {len(active)} of {len(members)} runs trained, "
-             f"{stopped} finished  {time.perf_counter() - started:.1f} s")
+    log.info(
+        f"packed epoch {max(member.epoch for member in active)}: {len(active)} of {len(members)} runs trained, "
+        f"{stopped} finished  {time.perf_counter() - started:.1f} s"
+    )
 
 
 def _packed_step(active: list[Member], minibatches: tuple[Tensor, ...]) -> Tensor:
@@ -329,7 +366,7 @@ def _validate(active: list[Member]) -> None:
         device = active[0].model.output.weight.device
         totals = torch.zeros(len(active), dtype=torch.float64, device=device)
         for start in range(0, len(valid[0]), batch):
-            x = torch.stack([split[start:start + batch] for split in valid]).to(device)
+            x = torch.stack([split[start : start + batch] for split in valid]).to(device)
             log_probs = packed_mixture_log_prob([m.model for m in active], [e.masks for e in ensembles], x)
             totals -= log_probs.double().sum(1)
         for member, total, split in zip(active, totals.tolist(), valid, strict=True):
@@ -339,8 +376,10 @@ def _validate(active: list[Member]) -> None:
         valid = member.datamodule.split("valid")
         batch = member.datamodule.eval_batch_size
         device = member.model.output.weight.device
-        total = sum(float(-ensemble.log_prob(member.model, valid[start:start + batch].to(device))["log_prob"]
-                          .double().sum()) for start in range(0, len(valid), batch))
+        total = sum(
+            float(-ensemble.log_prob(member.model, valid[start : start + batch].to(device))["log_prob"].double().sum())
+            for start in range(0, len(valid), batch)
+        )
         member.val_nll = total / len(valid)
 
 
@@ -354,21 +393,30 @@ def _end_epoch(member: Member, loggers: list, epoch_log: logging.Logger, seconds
     if member.scheduler is not None:
         member.scheduler.step()
     bpd = 1.0 / (member.model.input_dim * math.log(2))
-    metrics = {"train/nll": member.train_nll, "val/nll": member.val_nll, "val/bpd": member.val_nll * bpd,
-               "epoch": epoch}
+    metrics = {
+        "train/nll": member.train_nll,
+        "val/nll": member.val_nll,
+        "val/bpd": member.val_nll * bpd,
+        "epoch": epoch,
+    }
     for logger in loggers:
         logger.log_metrics(metrics, step=member.step - 1)
         logger.save()
     member.save(improved)
-    epoch_log.info(f"epoch {member.epoch}/{member.max_epochs}  train {member.train_nll:.4f}  val {member.val_nll:.4f}"
-                   f"  (best val {member.early_stop.best_checkpoint_score:.4f})  {seconds:.1f} s")
+    epoch_log.info(
+        f"epoch {member.epoch}/{member.max_epochs}  train {member.train_nll:.4f}  val {member.val_nll:.4f}"
+        f"  (best val {member.early_stop.best_checkpoint_score:.4f})  {seconds:.1f} s"
+    )
     if member.early_stop.stopped:
         stopper = member.early_stop
-        epoch_log.info(f"early stopping after epoch {stopper.stopped_epoch + 1}: val/nll did not improve for "
-                       f"{stopper.patience} validations (best {stopper.best_score:.4f})")
+        epoch_log.info(
+            f"early stopping after epoch {stopper.stopped_epoch + 1}: val/nll did not improve for "
+            f"{stopper.patience} validations (best {stopper.best_score:.4f})"
+        )
 
 
 def test_trainer(cfg: DictConfig, loggers: list) -> pl.Trainer:
     """A Trainer that only tests, configured as the run's own (device, precision), logging to its loggers."""
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=[], enable_progress_bar=False,
-                       enable_checkpointing=False)
+    return instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=[], enable_progress_bar=False, enable_checkpointing=False
+    )

@@ -102,8 +102,12 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     log.info(f"run dir: {output_dir}")
     with _ddp_ranks_join(output_dir):
         loggers = build_loggers(cfg, output_dir)
-        trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg),
-                                          **({} if on_a_terminal() else {"enable_progress_bar": False}))
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer,
+            logger=loggers or False,
+            callbacks=build_callbacks(cfg),
+            **({} if on_a_terminal() else {"enable_progress_bar": False}),
+        )
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -163,8 +167,11 @@ def stopped_message(output_dir: Path, sigterm: bool) -> str:
     """made-train's line when a SIGTERM or Ctrl-C stopped the run in ``output_dir``: how to continue it."""
     last = RunDir(output_dir).last_checkpoint
     resume = shlex.quote(f"resume={output_dir}")
-    state = (f"{last} holds the last complete epoch; continue with: made-train {resume}"
-             if last.is_file() else "no epoch finished, so there is nothing to resume")
+    state = (
+        f"{last} holds the last complete epoch; continue with: made-train {resume}"
+        if last.is_file()
+        else "no epoch finished, so there is nothing to resume"
+    )
     return f"made-train: stopped by {'SIGTERM' if sigterm else 'an interrupt'}; {state}"
 
 

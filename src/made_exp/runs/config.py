@@ -39,9 +39,18 @@ from made_exp.core.choices import (
 from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
 from made_exp.runs.atomic import write_text_atomic
 
-__all__ = ["CONFIG_DIR", "MATMUL_PRECISIONS", "RANGES", "ConfigError", "register_configs", "validate_config",
-           "absolute_data_paths", "check_mask_bank_memory", "compose_ensemble", "exit_on_config_error"]
-
+__all__ = [
+    "CONFIG_DIR",
+    "MATMUL_PRECISIONS",
+    "RANGES",
+    "ConfigError",
+    "register_configs",
+    "validate_config",
+    "absolute_data_paths",
+    "check_mask_bank_memory",
+    "compose_ensemble",
+    "exit_on_config_error",
+]
 
 
 def _config_dir() -> str:
@@ -409,8 +418,10 @@ def validate_config(cfg: DictConfig) -> None:
             _check_range(key, value, lowest, inclusive)
     objective, schedule = OmegaConf.select(cfg, "masks.objective"), OmegaConf.select(cfg, "masks.schedule")
     if objective in WHOLE_BANK_OBJECTIVES and schedule != "cycle":
-        raise ConfigError(f"masks.objective={objective} is not allowed with masks.schedule={schedule}; it trains "
-                          "on the K bank masks: use masks.schedule=cycle (masks=cycle)")
+        raise ConfigError(
+            f"masks.objective={objective} is not allowed with masks.schedule={schedule}; it trains "
+            "on the K bank masks: use masks.schedule=cycle (masks=cycle)"
+        )
     hidden_sizes = OmegaConf.select(cfg, "model.hidden_sizes", default=None)
     if hidden_sizes is not None and (not hidden_sizes or min(hidden_sizes) < 1):
         raise ConfigError(
@@ -427,8 +438,10 @@ def _validate_own_data(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "data.path", default=None) is None:
         raise ConfigError(f"data.split={list(split)} is not allowed without data.path; it splits your own file")
     if len(split) != 3 or not all(0 < fraction < 1 for fraction in split) or abs(sum(split) - 1) > 1e-6:
-        raise ConfigError(f"data.split={list(split)} is not allowed; it must be three fractions "
-                          "(train, valid, test), each in (0, 1), summing to 1")
+        raise ConfigError(
+            f"data.split={list(split)} is not allowed; it must be three fractions "
+            "(train, valid, test), each in (0, 1), summing to 1"
+        )
 
 
 DATA_PATH_KEYS = ("data.path", "data.data_dir")
@@ -465,9 +478,11 @@ def check_mask_bank_memory(model: DictConfig, input_dim: int) -> None:
     num_values = int(model.num_masks) * (input_dim + sum(model.hidden_sizes))
     needed, available = 2 * 8 * num_values, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > available / 2:
-        raise ConfigError(f"model.num_masks={model.num_masks} is not allowed here: building its bank of masks "
-                          f"needs about {needed / 2**30:.1f} GiB (2 x K x (D + hidden units) x 8 bytes), more than "
-                          f"half of this machine's {available / 2**30:.1f} GiB; use fewer masks or masks=fresh")
+        raise ConfigError(
+            f"model.num_masks={model.num_masks} is not allowed here: building its bank of masks "
+            f"needs about {needed / 2**30:.1f} GiB (2 x K x (D + hidden units) x 8 bytes), more than "
+            f"half of this machine's {available / 2**30:.1f} GiB; use fewer masks or masks=fresh"
+        )
 
 
 def compose_ensemble(name: str, overrides: list[str]) -> DictConfig:

@@ -36,8 +36,9 @@ def epoch_rows(run_dir: Path, metric: str) -> list[dict[str, str]]:
     """The CSV logger's rows of ``run_dir`` that hold ``metric``, one per epoch, in epoch order. A resumed run has a
     log per start (``csv/version_0``, ``version_1``, ...) and repeats the interrupted epoch: the later start's row
     counts."""
-    logs = sorted(Path(run_dir).glob("csv/version_*/metrics.csv"),
-                  key=lambda log: int(log.parent.name.removeprefix("version_")))
+    logs = sorted(
+        Path(run_dir).glob("csv/version_*/metrics.csv"), key=lambda log: int(log.parent.name.removeprefix("version_"))
+    )
     by_epoch: dict[int, dict[str, str]] = {}
     for metrics in logs:
         with open(metrics) as lines:

@@ -31,8 +31,16 @@ from made_exp.errors import UserErrorInJob
 from made_exp.runs.config import ConfigError
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["TRAINING_BUDGET", "override_key", "resumed_run", "resume_arguments", "hydra_resume_argument",
-           "last_checkpoint", "lock_run", "record_kept_if_refused"]
+__all__ = [
+    "TRAINING_BUDGET",
+    "override_key",
+    "resumed_run",
+    "resume_arguments",
+    "hydra_resume_argument",
+    "last_checkpoint",
+    "lock_run",
+    "record_kept_if_refused",
+]
 
 _RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
 TRAINING_BUDGET = ("trainer.max_epochs", "trainer.max_time")  # how long to train on: the resuming command's say
@@ -99,9 +107,11 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     given_by_key = {override_key(a): a for a in arguments}
     for key, argument in given_by_key.items():
         if key in saved_by_key and argument != saved_by_key[key] and key not in TRAINING_BUDGET:
-            raise ConfigError(f"resume={resume}: {argument} contradicts the run's own {saved_by_key[key]} "
-                              f"(leave it out: the run's overrides are used; only {' and '.join(TRAINING_BUDGET)} "
-                              "may be set anew)")
+            raise ConfigError(
+                f"resume={resume}: {argument} contradicts the run's own {saved_by_key[key]} "
+                f"(leave it out: the run's overrides are used; only {' and '.join(TRAINING_BUDGET)} "
+                "may be set anew)"
+            )
     saved = [o for o in saved if not (override_key(o) in TRAINING_BUDGET and override_key(o) in given_by_key)]
     arguments = [hydra_resume_argument(resume) if override_key(a) == "resume" else a for a in arguments]
     return [o for o in saved if o not in arguments] + arguments
@@ -115,8 +125,10 @@ def lock_run(run_dir: Path) -> None:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             if _holder_alive(lock):
-                raise ConfigError(f"resume={run_dir}: another made-train (pid {lock.read_text().strip()}) is "
-                                  f"resuming this run; remove {lock} if it is not") from None
+                raise ConfigError(
+                    f"resume={run_dir}: another made-train (pid {lock.read_text().strip()}) is "
+                    f"resuming this run; remove {lock} if it is not"
+                ) from None
             lock.unlink(missing_ok=True)  # left by a process that died
             continue
         os.write(descriptor, str(os.getpid()).encode())

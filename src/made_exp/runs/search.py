@@ -74,8 +74,9 @@ def _distribution(override: Override) -> BaseDistribution:
     raise ConfigError(f"{override.input_line}: cannot search over this; use choice, range or interval")
 
 
-def open_study(study_name: str, storage: str, direction: str, sampler: Callable[..., optuna.samplers.BaseSampler],
-               seed: int | None) -> optuna.Study:
+def open_study(
+    study_name: str, storage: str, direction: str, sampler: Callable[..., optuna.samplers.BaseSampler], seed: int | None
+) -> optuna.Study:
     """Create the study in ``storage`` (a SQLAlchemy URL), or load it if it exists, with its sampler
     seeded for this worker (``sampler(seed=...)``); a SQLite file's directory is created."""
     try:
@@ -86,8 +87,13 @@ def open_study(study_name: str, storage: str, direction: str, sampler: Callable[
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     rdb = _rdb_storage(storage)
     trials_before = _count_trials(rdb, study_name)
-    study = optuna.create_study(study_name=study_name, storage=rdb, direction=direction, load_if_exists=True,
-                                sampler=sampler(seed=sampler_seed(seed, trials_before)))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=rdb,
+        direction=direction,
+        load_if_exists=True,
+        sampler=sampler(seed=sampler_seed(seed, trials_before)),
+    )
     log.info(f"study {study_name!r} in {url.render_as_string(hide_password=True)}: {trials_before} trials so far")
     return study
 
@@ -95,6 +101,7 @@ def open_study(study_name: str, storage: str, direction: str, sampler: Callable[
 def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
     """Optuna's storage at ``url``, tried again after a second if creating its tables fails: workers
     started together on a new database race to create them, and all but one lose."""
+
     def connect() -> optuna.storages.RDBStorage:
         # pre-ping: a server may drop a connection left idle while a long trial runs
         return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
@@ -122,8 +129,10 @@ def sampler_seed(seed: int | None, trials_before: int) -> int:
     repeat its first proposals."""
     if seed is None:
         seed = secrets.randbits(32)
-        log.info(f"sampler seed {seed}: hydra.sweeper.seed={seed} repeats this worker's proposals "
-                 f"on a study of {trials_before} trials")
+        log.info(
+            f"sampler seed {seed}: hydra.sweeper.seed={seed} repeats this worker's proposals "
+            f"on a study of {trials_before} trials"
+        )
     return int(np.random.SeedSequence([seed, trials_before]).generate_state(1)[0])
 
 
@@ -135,8 +144,14 @@ def check_batches(n_trials: int, n_jobs: int) -> None:
         raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs}: must be >= 1 (trials asked per batch)")
 
 
-def run_search(study: optuna.Study, distributions: dict[str, BaseDistribution], fixed: list[str], n_trials: int,
-               n_jobs: int, launch: Launch) -> list[list[JobReturn]]:
+def run_search(
+    study: optuna.Study,
+    distributions: dict[str, BaseDistribution],
+    fixed: list[str],
+    n_trials: int,
+    n_jobs: int,
+    launch: Launch,
+) -> list[list[JobReturn]]:
     """Ask ``n_jobs`` trials at a time until the study holds ``n_trials``, launch them, tell the results."""
     batches = []
     while (remaining := n_trials - len(study.get_trials(deepcopy=False))) > 0:
@@ -158,8 +173,7 @@ def _consecutive_runs(trials: list[Trial]) -> list[list[Trial]]:
 
 
 def _launch_and_tell(study: optuna.Study, trials: list[Trial], fixed: list[str], launch: Launch) -> list[JobReturn]:
-    overrides = [[*fixed, *(f"{key}={_as_override(value)}" for key, value in trial.params.items())]
-                 for trial in trials]
+    overrides = [[*fixed, *(f"{key}={_as_override(value)}" for key, value in trial.params.items())] for trial in trials]
     try:
         returns = launch(overrides, trials[0].number)
     except BaseException:  # e.g. Ctrl-C: the trials are not left running in the study forever
@@ -194,11 +208,16 @@ def write_best(study: optuna.Study, path: Path) -> None:
         log.warning(f"no trial of study {study.study_name!r} finished; {path.name} not written")
         return
     best = study.best_trial
-    path.write_text(yaml.safe_dump({
-        "name": "optuna",
-        "study_name": study.study_name,
-        "best_trial": best.number,
-        "best_value": best.value,
-        "best_params": best.params,
-    }, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "optuna",
+                "study_name": study.study_name,
+                "best_trial": best.number,
+                "best_value": best.value,
+                "best_params": best.params,
+            },
+            sort_keys=False,
+        )
+    )
     log.info(f"best trial {best.number}: {best.value:.4f} with {best.params} ({path})")

@@ -69,10 +69,13 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
 def _write_error(output_dir: Path, error: Exception) -> None:
     if process_rank() != 0:
         return
-    write_json_atomic(RunDir(output_dir).error, {
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": traceback.format_exception(error),
-    })
+    write_json_atomic(
+        RunDir(output_dir).error,
+        {
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exception(error),
+        },
+    )
 
 
 def job_summary(job_dir: Path) -> dict[str, Any]:
@@ -126,6 +129,8 @@ class SweepSummary(Callback):
         unfinished = [f"{row['dir']} ({row['status']})" for row in jobs if row["status"] != "finished"]
         if unfinished:
             # after every job ran and the summary is written: the sweep's exit status says it is not all done
-            log.error(f"{len(unfinished)} of {len(jobs)} jobs did not finish: {', '.join(unfinished)} "
-                      f"(see {Path(config.hydra.sweep.dir) / 'sweep_summary.md'})")
+            log.error(
+                f"{len(unfinished)} of {len(jobs)} jobs did not finish: {', '.join(unfinished)} "
+                f"(see {Path(config.hydra.sweep.dir) / 'sweep_summary.md'})"
+            )
             sys.exit(1)
