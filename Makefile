@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast train sweep-local search-local slurm-up slurm-down wandb-sync bench lint clean
+.PHONY: install test test-fast docs docs-serve train sweep-local search-local slurm-up slurm-down wandb-sync bench lint clean
 
 install:  ## virtualenv + editable package with dev extras (torch pinned: wheels on local disk)
 	python3 -m venv .venv
@@ -14,6 +14,12 @@ test:  ## whole suite, slow end-to-end runs included
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
+
+docs:  ## the documentation site in site/, built strictly (a broken link or a failing block fails)
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
+docs-serve:  ## the site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve
 
 train:  ## the main job: MADE on binarized MNIST with the defaults, ending with the test NLL
 	.venv/bin/made-train
