@@ -1,1 +1,60 @@
-"""MkDocs hook: pages generated from the code and the committed data (filled in by the reference work)."""
+"""MkDocs hook: text generated from the code, so that the docs cannot drift from it.
+
+``[[default KEY]]`` in any page becomes KEY's value in made-train's config as composed (in code font), and
+``[[default KEY | OVERRIDE ...]]`` its value with those overrides, e.g.
+``[[default hydra.launcher.cpus_per_task | hydra/launcher=slurm]]``. An unknown key fails the build.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mkdocs.exceptions import PluginError
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from made_exp.runs.config import CONFIG_DIR, register_configs
+
+DEFAULT = re.compile(r"\[\[default\s+([\w./-]+)\s*(?:\|\s*([^\]]*))?\]\]")
+
+
+@cache
+def composed(overrides: tuple[str, ...] = ()) -> DictConfig:
+    """made-train's config composed with ``overrides``, the ``hydra`` node included."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+def default_value(key: str, overrides: tuple[str, ...] = ()) -> str:
+    """KEY's composed value, spelled as on the command line."""
+    missing = object()
+    value = OmegaConf.select(composed(overrides), key, default=missing)
+    if value is missing:
+        raise PluginError(f"[[default {key}]]: no key {key!r} in made-train's config (overrides: {list(overrides)})")
+    if isinstance(value, DictConfig):
+        raise PluginError(f"[[default {key}]]: {key!r} is a group of keys, not one value")
+    return _spelled(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
+
+
+def _spelled(value: object) -> str:
+    """A value as a Hydra override spells it: ``null``, ``true``, ``[500,500]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_spelled(item) for item in value) + "]"
+    return str(value)
+
+
+def expand_defaults(markdown: str) -> str:
+    """Every ``[[default ...]]`` in ``markdown`` replaced by its value in code font."""
+    return DEFAULT.sub(lambda m: f"`{default_value(m[1], tuple((m[2] or '').split()))}`", markdown)
+
+
+def on_page_markdown(markdown: str, **_) -> str:
+    return expand_defaults(markdown)
