@@ -1,13 +1,18 @@
 PY := .venv/bin/python
 export WANDB_MODE ?= offline
 
-.PHONY: install test test-fast docs docs-serve train sweep-local search-local slurm-up slurm-down wandb-sync bench lint clean
+.PHONY: install constraints test test-fast docs docs-serve train sweep-local search-local slurm-up slurm-down wandb-sync bench lint clean
 
-install:  ## virtualenv + editable package with dev extras (torch pinned: wheels on local disk)
+install:  ## virtualenv + editable package with dev extras, at the tested versions (constraints.txt)
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev]"
+	# torch first, by itself: this machine's pip takes these two from local disk (a CUDA build otherwise downloads)
+	$(PY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+
+constraints:  ## re-pin the tested set from this venv (after the suite passed with newer packages)
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 test:  ## whole suite, slow end-to-end runs included
 	$(PY) -m pytest -q
@@ -53,8 +58,10 @@ wandb-sync:  ## upload the offline W&B runs under logs/ (after `wandb login`); s
 bench:
 	$(PY) -m made_exp.cli.bench
 
-lint:
-	.venv/bin/ruff check src tests
+LINTED := src tests experiments docs/hooks
+lint:  ## ruff: the lint rules and the formatting (what .ci/run and pre-commit check)
+	.venv/bin/ruff check $(LINTED)
+	.venv/bin/ruff format --check $(LINTED)
 
 clean:
 	rm -rf logs multirun outputs wandb .pytest_cache

@@ -25,6 +25,17 @@ def test_every_config_file_composes(group, option):
     validate_config(cfg)
 
 
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("data", "experiment") for o in options(g)])
+def test_every_data_option_groups_8_minibatches_per_step_by_default(group, option):
+    """The data group's schema used to override train.yaml's 8 with 1, so a plain made-train ran ungrouped."""
+    assert compose_train([f"{group}={option}"]).data.minibatches_per_step == 8
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_an_explicit_minibatches_per_step_wins(data):
+    assert compose_train([f"data={data}", "data.minibatches_per_step=3"]).data.minibatches_per_step == 3
+
+
 def test_masks_group_sets_the_model_bank_and_test_ensemble():
     cfg = compose_train(["masks=fresh"])
     assert cfg.masks.schedule == "fresh" and cfg.ensemble.mask_source == "fresh"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import subprocess
 from pathlib import Path
 
@@ -43,8 +42,7 @@ def git_commit() -> str:
 
 
 def package_version() -> str:
-    """The installed made_exp version (what a wheel records where there is no git checkout)."""
-    try:
-        return importlib.metadata.version("made_exp")
-    except importlib.metadata.PackageNotFoundError:
-        return __version__
+    """The made_exp version this process runs (what a wheel records where there is no git checkout): the package's
+    own ``__version__``, which the installed metadata is built from, and which an editable install cannot leave
+    stale."""
+    return __version__
