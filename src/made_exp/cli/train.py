@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import UserError, UserErrorInJob
+from made_exp.runs.jobdir import job_dir_name
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
@@ -37,6 +38,8 @@ __all__ = ["main"]
 OmegaConf.register_new_resolver(
     "made.first_set", lambda *values: next(v for v in values if v is not None), replace=True
 )
+# hydra.sweep.subdir: a job's dir is one path component, whatever its override values hold.
+OmegaConf.register_new_resolver("made.job_dir", job_dir_name, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
