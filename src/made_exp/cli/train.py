@@ -25,8 +25,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import UserError, UserErrorInJob
-from made_exp.runs.jobdir import job_dir_name
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.jobdir import job_dir_name
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.resume import last_checkpoint, lock_run, record_kept_if_refused, resume_arguments, resumed_run

@@ -102,7 +102,9 @@ def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
 def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     """Write ``sweep_summary.json`` and ``sweep_summary.md`` for every job dir under ``sweep_dir``, at any depth
     (a sweep run before job dir names were one component has dirs nested by the ``/`` in its override values)."""
-    job_dirs = [path.parent.parent for path in sweep_dir.glob("**/.hydra/hydra.yaml") if path.parent.parent != sweep_dir]
+    job_dirs = [
+        path.parent.parent for path in sweep_dir.glob("**/.hydra/hydra.yaml") if path.parent.parent != sweep_dir
+    ]
     jobs = sorted((job_summary(job_dir, sweep_dir) for job_dir in job_dirs), key=lambda row: row["job"])
     counts = {status: sum(row["status"] == status for row in jobs) for status in ("finished", "failed", "incomplete")}
     write_json_atomic(sweep_dir / "sweep_summary.json", {"sweep_dir": str(sweep_dir), **counts, "jobs": jobs})
