@@ -222,3 +222,16 @@ def test_optuna_trials_run_as_slurm_jobs_of_one_study_none_proposed_twice(slurm_
     lrs = [trial.params["optimizer.lr"] for trial in study.trials]
     assert len(set(lrs)) == 4
     assert len(list((sweep / ".submitit").glob("*_[01]"))) == 4  # two arrays of two tasks
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_launchers_defaults_fit_a_cpu_only_cluster_and_a_refused_request_is_one_line(slurm_cluster, tmp_path):
+    defaults = ["-m", "hydra/launcher=slurm", "logger=csv", "hydra.sweep.subdir=${hydra.job.num}", *TINY]
+    result = made_train([*defaults, "trainer.max_epochs=1"], tmp_path / "fits", env=slurm_cluster.env)
+    assert result.returncode == 0, output(result)  # no GPU, one CPU, the cluster's memory: what any cluster has
+    assert (only(job_dirs(sweep_dir(tmp_path / "fits"))) / "results.json").is_file()
+    refused = made_train([*defaults, "hydra.launcher.gpus_per_node=1"], tmp_path / "gpu", env=slurm_cluster.env)
+    errors = [line for line in refused.stderr.splitlines() if "made-train: error:" in line]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, output(refused)
+    assert len(errors) == 1 and "gres" in errors[0] and "hydra.launcher.gpus_per_node" in errors[0]

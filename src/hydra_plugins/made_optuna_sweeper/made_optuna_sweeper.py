@@ -44,7 +44,8 @@ class MadeOptunaSweeper(Sweeper):
         # bad settings raise ConfigError, which made-train reports in one line (exit 2)
         search.check_batches(self.n_trials, self.n_jobs)
         distributions, fixed = search.search_space(self.params, arguments)
-        study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
+        with search.storage_errors(self.storage):  # one line naming the cause: driver, server, read-only file
+            study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -53,6 +54,7 @@ class MadeOptunaSweeper(Sweeper):
             self.validate_batch_is_legal(overrides)
             return self.launcher.launch(overrides, initial_job_idx=first_job)
 
-        batches = search.run_search(study, distributions, fixed, self.n_trials, self.n_jobs, launch)
+        with search.storage_errors(self.storage):
+            batches = search.run_search(study, distributions, fixed, self.n_trials, self.n_jobs, launch)
         search.write_best(study, sweep_dir / "optimization_results.yaml")
         return batches

@@ -5,7 +5,8 @@ Usage:
     made-eval logs/train/runs/<run> --ensemble mixture --set num_masks=1000 mask_source=fresh
     made-eval logs/train/runs/<run> --ensemble poe --accelerator cpu   # default auto: a GPU where there is one
 Prints the metrics and writes ``eval_<ensemble>.json`` in the run dir (``eval_<ensemble>.<hash of the --set
-settings>.json`` with ``--set``; or ``--out``).
+settings>.json`` with ``--set``; or ``--out``), with ``run_status``: ``finished``, or ``unfinished`` (a run still
+training, or stopped: a warning says its checkpoint is the best so far) or ``failed``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.config import exit_on_config_error
+from made_exp.runs.run_status import warn_if_unfinished
 from made_exp.runs.rundir import RunDir
 
 __all__ = ["ACCELERATORS", "main"]
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from made_exp.lightning.evaluation import evaluate  # torch and Lightning: after --help and argument errors
 
     with exit_on_config_error("made-eval"):
+        warn_if_unfinished("made-eval", args.run_dir, args.checkpoint)
         results = evaluate(args.run_dir, args.ensemble, args.set, args.checkpoint, args.accelerator)
     print(f"checkpoint: {results['checkpoint']}")
     for key, value in sorted(results["metrics"].items()):

@@ -26,9 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import UserError, UserErrorInJob
 from made_exp.runs.config import CONFIG_DIR, exit_on_config_error, register_configs, validate_config
+from made_exp.runs.jobdir import job_dir_name
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.resume import last_checkpoint, lock_run, record_kept_if_refused, resume_arguments, resumed_run
+from made_exp.runs.submission import sbatch_refusals_as_user_errors
 from made_exp.runs.sweep import run_job
 
 __all__ = ["main"]
@@ -37,6 +39,8 @@ __all__ = ["main"]
 OmegaConf.register_new_resolver(
     "made.first_set", lambda *values: next(v for v in values if v is not None), replace=True
 )
+# hydra.sweep.subdir: a job's dir is one path component, whatever its override values hold.
+OmegaConf.register_new_resolver("made.job_dir", job_dir_name, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -91,7 +95,7 @@ def main() -> None:
     register_configs()
     os.environ.setdefault("WANDB_MODE", "offline")
     git_commit()  # the code this process loads now is what every job of it runs
-    with exit_on_config_error("made-train"):
+    with exit_on_config_error("made-train"), sbatch_refusals_as_user_errors():
         sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
         run_dir = resumed_run(sys.argv[1:])
         if run_dir is not None and process_rank() == 0:

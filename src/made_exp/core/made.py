@@ -386,14 +386,19 @@ def _initialise(model: MADE, init: str) -> None:
                 nn.init.zeros_(module.bias)
 
 
+_SHOWN_INPUTS = 10  # inputs named in the warning; the rest are counted
+
+
 def _warn_unreachable_inputs(mask: Mask) -> None:
     """Warn when a narrow layer cuts some inputs off from every output (allowed, but usually a mistake)."""
     reach = min(int(d.max()) for d in mask.hidden_degrees)
     input_degrees = mask.input_degrees
     cut_off = torch.nonzero((input_degrees > reach) & (input_degrees < len(input_degrees))).flatten().tolist()
     if cut_off:
+        shown = ", ".join(map(str, cut_off[:_SHOWN_INPUTS])) + (", ..." if len(cut_off) > _SHOWN_INPUTS else "")
         warnings.warn(
-            f"MADE: with these hidden degrees, inputs {cut_off} reach no output except through a direct connection "
+            f"MADE: with these hidden degrees, {len(cut_off)} of {len(input_degrees)} inputs ({shown}) reach no "
+            "output except through a direct connection "
             "(a hidden layer is narrower than the ordering needs)",
             stacklevel=3,
         )

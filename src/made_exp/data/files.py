@@ -215,8 +215,31 @@ def _fetch(url: str, out: BinaryIO, target: Path) -> str:
     return digest.hexdigest()
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with entries, an empty zip: what np.savez writes
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _file_kind(path: Path, source: str) -> str:
+    """``.npz`` or ``.npy`` by the file's first bytes, whatever its name; DataError when it is neither (numpy
+    would take it for pickled data)."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(_NPY_MAGIC))
+    except PermissionError as err:
+        raise DataError(f"{source}: permission denied") from err
+    if start.startswith(_ZIP_MAGIC):
+        return ".npz"
+    if start.startswith(_NPY_MAGIC):
+        return ".npy"
+    raise DataError(
+        f"{source}: not an .npz or .npy file (it starts with neither's signature: numpy's np.savez or np.save "
+        "writes them)"
+    )
+
+
 def _load_arrays(path: Path, source: str) -> dict[str, np.ndarray]:
     """Every array in the ``.npz`` at ``path``, or ``{"array": ...}`` for an ``.npy``; ``source`` names it in errors."""
+    kind = _file_kind(path, source)
     try:
         with warnings.catch_warnings():
             # The UCI files were written by Python 2; numpy warns that it re-parsed their headers.
@@ -229,7 +252,7 @@ def _load_arrays(path: Path, source: str) -> dict[str, np.ndarray]:
     except PermissionError as err:
         raise DataError(f"{source}: permission denied") from err
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{source}: unreadable .npz, corrupt or truncated ({err})") from err
+        raise DataError(f"{source}: unreadable {kind}, corrupt or truncated ({err})") from err
 
 
 def _read_npz(path: Path, source: str) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from made_exp.lightning.logs import quiet_lightning
 from made_exp.runs.config import compose_ensemble
 from made_exp.runs.provenance import git_commit
 from made_exp.runs.results import run_metadata
+from made_exp.runs.run_status import run_status
 
 __all__ = ["evaluate"]
 
@@ -33,9 +34,9 @@ def evaluate(
     """Test metrics of the run's ``checkpoint`` (best, last or a path) under ``ensemble`` (a conf/ensemble/ name,
     with ``KEY=VALUE`` ``overrides`` of its keys, recorded too): what made-eval writes to ``RunDir.evaluation``.
     ``accelerator``: Lightning's (``auto`` takes a GPU where there is one); the device used is recorded as
-    ``device``, and the weights scored as ``weights_sha256`` (``loading.checkpoint_digest``). Masks, samples and AIS
-    noise come from the same CPU generators on either device, so a GPU's scores differ from the CPU's by float
-    rounding alone."""
+    ``device``, the run's ``run_status`` (``runs.run_status``), and the weights scored as ``weights_sha256``
+    (``loading.checkpoint_digest``). Masks, samples and AIS noise come from the same CPU generators on either
+    device, so a GPU's scores differ from the CPU's by float rounding alone."""
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError("--accelerator gpu: this machine has no GPU that torch can use (torch.cuda.is_available())")
     started, commit = time.perf_counter(), git_commit()
@@ -55,6 +56,7 @@ def evaluate(
         "checkpoint": str(path),
         "weights_sha256": weights,
         "device": trainer.strategy.root_device.type,
+        "run_status": run_status(Path(run_dir)),  # unfinished: the scores are of its best epoch so far
         **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
     }
 

@@ -139,7 +139,7 @@ class Member:
         absolute_data_paths(cfg, self.run.config)
         pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
         self.datamodule = build_datamodule(cfg.data)
-        check_mask_bank_memory(cfg.model, self.datamodule.input_dim)
+        check_mask_bank_memory(cfg, self.datamodule.input_dim)
         self._share_data(loaded)
         self.module: MADEModule = build_module(cfg, self.datamodule.input_dim).to(_device(cfg.trainer))
         configured = self.module.configure_optimizers()

@@ -93,7 +93,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     pl.seed_everything(cfg.seeds.init, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg.data)
-    check_mask_bank_memory(cfg.model, datamodule.input_dim)
+    check_mask_bank_memory(cfg, datamodule.input_dim)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
     if resume_from is not None:

@@ -9,7 +9,9 @@ before any data is read or any run dir is written.
 
 from __future__ import annotations
 
+import errno
 import os
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -48,6 +50,8 @@ __all__ = [
     "validate_config",
     "absolute_data_paths",
     "check_mask_bank_memory",
+    "mask_bank_bytes",
+    "available_memory",
     "compose_ensemble",
     "exit_on_config_error",
 ]
@@ -474,17 +478,58 @@ def absolute_data_paths(cfg: DictConfig, saved_config: Path) -> None:
         write_text_atomic(saved_config, OmegaConf.to_yaml(saved))
 
 
-def check_mask_bank_memory(model: DictConfig, input_dim: int) -> None:
-    """ConfigError when building the K masks' bank (an ordering of D and the degrees of every hidden unit, int64,
-    drawn as K masks and then stacked: twice its size at the peak) would take more than half of this machine's
-    memory. ``model.num_masks=1000000`` on MNIST used to run out of memory after 100 s instead."""
-    num_values = int(model.num_masks) * (input_dim + sum(model.hidden_sizes))
-    needed, available = 2 * 8 * num_values, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if needed > available / 2:
+# bytes a small tensor costs beyond its values (the Python object, its storage, the allocator's rounding), measured
+# on the bank's per-mask tensors while they are drawn: 600 to 750 bytes each (torch 2.x, 64-bit Linux)
+_TENSOR_OVERHEAD = 800
+
+
+def mask_bank_bytes(cfg: DictConfig, input_dim: int) -> int:
+    """Peak bytes that grow with K = ``model.num_masks``: the K drawn masks (an int64 ordering of D and a tensor of
+    int64 degrees per hidden layer, each with its overhead) and the bank stacked from them; a copy of the bank in
+    memory while a checkpoint is serialised; and the (K', eval batch) float32 scores, rows then stacked, when the
+    test ensemble combines K' bank masks."""
+    num_masks, hidden_sizes = int(cfg.model.num_masks), list(cfg.model.hidden_sizes)
+    bank = 8 * (input_dim + sum(hidden_sizes))  # one mask's values in the stacked buffers
+    drawn = bank + _TENSOR_OVERHEAD * (1 + len(hidden_sizes))
+    ensemble_masks = OmegaConf.select(cfg, "ensemble.num_masks", default=None)
+    if OmegaConf.select(cfg, "ensemble.mask_source", default="bank") == "bank":
+        ensemble_masks = num_masks if ensemble_masks is None else min(int(ensemble_masks), num_masks)
+    eval_batch = int(OmegaConf.select(cfg, "data.eval_batch_size", default=2000))
+    return num_masks * (drawn + 2 * bank) + 2 * 4 * int(ensemble_masks or 0) * eval_batch
+
+
+def available_memory() -> int:
+    """Bytes this process may still take: the kernel's MemAvailable, or less under a cgroup (v2 or v1) limit."""
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")))
+        available *= 1024
+    except (OSError, StopIteration, ValueError):
+        pass
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            room = int(Path(limit).read_text()) - int(Path(usage).read_text())
+        except (OSError, ValueError):  # absent, or "max": no limit
+            continue
+        available = min(available, max(room, 0))
+    return available
+
+
+def check_mask_bank_memory(cfg: DictConfig, input_dim: int) -> None:
+    """ConfigError, before any run dir is written or any mask drawn, when what grows with ``model.num_masks``
+    (``mask_bank_bytes``) needs more than the memory available now (``available_memory``). ``model.num_masks=1000000``
+    on dna used to pass a check of the bank alone and die a minute later, out of memory."""
+    needed, available = mask_bank_bytes(cfg, input_dim), available_memory()
+    if needed > available:
         raise ConfigError(
-            f"model.num_masks={model.num_masks} is not allowed here: building its bank of masks "
-            f"needs about {needed / 2**30:.1f} GiB (2 x K x (D + hidden units) x 8 bytes), more than "
-            f"half of this machine's {available / 2**30:.1f} GiB; use fewer masks or masks=fresh"
+            f"model.num_masks={cfg.model.num_masks} is not allowed here: its masks need about "
+            f"{needed / 2**30:.1f} GiB (drawing the bank, a copy in each checkpoint, and the test ensemble's "
+            f"scores), more than the {available / 2**30:.1f} GiB available; use fewer masks, masks=fresh, "
+            "or a smaller ensemble.num_masks"
         )
 
 
@@ -510,9 +555,43 @@ def _composition_message(error: Exception) -> str:
     return "; ".join(line for line in lines if line and not line.startswith(_DETAIL_PREFIXES))
 
 
+def _override_message(error: OverrideParseException) -> str:
+    """One line for an override Hydra's grammar cannot read (a value with non-ASCII letters, parentheses, ``:``,
+    ``!``...), showing it quoted for Hydra inside the shell's quotes."""
+    key, sep, value = error.override.partition("=")
+    if not sep:
+        return _composition_message(error)
+    # each value of a sweep (a,b) quoted on its own; a quote inside one is escaped for Hydra
+    quoted = ",".join('"' + part.replace('"', '\\"') + '"' for part in value.split(","))
+    return (
+        f"cannot read the override {error.override!r}: Hydra reads an unquoted value as plain ASCII words and "
+        f"paths; quote the value for Hydra, inside the shell's quotes: {shlex.quote(f'{key}={quoted}')}"
+    )
+
+
+# errno -> what it means for the path made-train (or made-eval) was writing
+_UNWRITABLE = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
+}
+
+
+def _os_error_message(error: OSError) -> str:
+    """One line for a directory or file that cannot be written, with where to write instead."""
+    problem = _UNWRITABLE[error.errno]
+    if error.errno == errno.ENAMETOOLONG:
+        hint = "give a shorter hydra.run.dir or hydra.sweep.dir (at most 255 bytes between two slashes)"
+    else:
+        hint = "write elsewhere: paths.log_dir=DIR (or $MADE_LOG_DIR), hydra.run.dir=DIR or hydra.sweep.dir=DIR"
+    return f"cannot write {error.filename or 'the run dir'}: {problem}; {hint}"
+
+
 @contextmanager
 def exit_on_config_error(program: str) -> Iterator[None]:
-    """Run a Hydra entry point so that a bad config (composition or range) or any other UserError ends in
+    """Run a Hydra entry point so that a bad config (composition or range), a run dir that cannot be written
+    (permission, read-only file system, a name over 255 bytes) or any other UserError ends in
     ``<program>: error: <one line>`` and exit status 2 (see ``made_exp.errors.exit_on_user_error``).
 
     Hydra reports its own errors (several lines, exit status 1) unless ``HYDRA_FULL_ERROR`` is set, so it
@@ -525,8 +604,14 @@ def exit_on_config_error(program: str) -> Iterator[None]:
         with exit_on_user_error(program, debug):
             try:
                 yield
+            except OverrideParseException as error:
+                raise ConfigError(_override_message(error)) from error
             except (HydraException, OmegaConfBaseException) as error:
                 raise ConfigError(_composition_message(error)) from error
+            except OSError as error:
+                if error.errno not in _UNWRITABLE:
+                    raise
+                raise UserError(_os_error_message(error)) from error
     finally:
         if saved is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

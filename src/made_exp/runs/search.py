@@ -20,7 +20,8 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,16 @@ from optuna.trial import Trial, TrialState
 
 from made_exp.runs.config import ConfigError
 
-__all__ = ["search_space", "open_study", "sampler_seed", "check_batches", "run_search", "write_best"]
+__all__ = [
+    "search_space",
+    "open_study",
+    "storage_errors",
+    "storage_error_message",
+    "sampler_seed",
+    "check_batches",
+    "run_search",
+    "write_best",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +106,43 @@ def open_study(
     )
     log.info(f"study {study_name!r} in {url.render_as_string(hide_password=True)}: {trials_before} trials so far")
     return study
+
+
+@contextmanager
+def storage_errors(storage: str) -> Iterator[None]:
+    """Turn a failure of the study's storage (opening it, or writing a trial) into a ConfigError of one line: the
+    URL (password hidden), the database's own first line, and what to do."""
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+        raise ConfigError(storage_error_message(storage, error)) from error
+
+
+def storage_error_message(storage: str, error: BaseException) -> str:
+    """``hydra.sweeper.storage=<url>: <the real cause>; <hint>`` for an error raised by SQLAlchemy or Optuna."""
+    try:
+        shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        shown = storage
+    cause = error
+    while not isinstance(cause, sqlalchemy.exc.SQLAlchemyError) and cause.__cause__ is not None:
+        cause = cause.__cause__  # Optuna's StorageInternalError hides the database's error behind its own
+    if isinstance(cause, sqlalchemy.exc.NoSuchModuleError):
+        backend = shown.split(":", 1)[0]
+        return (
+            f"hydra.sweeper.storage={shown}: no database driver {backend!r} is installed; use a SQLAlchemy URL "
+            "such as sqlite:///path/optuna.db or postgresql+psycopg://user:password@host/db (with its driver)"
+        )
+    reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+    if "readonly" in reason or "read-only" in reason:
+        hint = (
+            "the database (or its directory) is not writable here: make it writable, or copy it and point to the copy"
+        )
+    elif isinstance(cause, sqlalchemy.exc.OperationalError):
+        hint = "check that the server runs and is reachable from this machine, and the URL's host, port and credentials"
+    else:
+        hint = "check the URL and the database (optuna storage docs: https://optuna.readthedocs.io)"
+    return f"hydra.sweeper.storage={shown}: {reason}; {hint}"
 
 
 def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:

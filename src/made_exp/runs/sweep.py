@@ -29,7 +29,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from made_exp.errors import STOPPED_BY_SIGTERM
+from made_exp.errors import STOPPED_BY_SIGTERM, UserError
 from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.rundir import RunDir
@@ -60,7 +60,9 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
         log.warning(f"{output_dir.name} stopped by SIGTERM; rerunning the sweep continues it from {last}")
         return math.nan
     except Exception as error:  # the sweep goes on; KeyboardInterrupt still stops it
-        log.error(f"{output_dir.name} failed:\n{traceback.format_exc()}")
+        # a user error (a bad value, a diverging run) is its one line; a bug shows where it happened
+        detail = f"{type(error).__name__}: {error}" if isinstance(error, UserError) else traceback.format_exc()
+        log.error(f"{output_dir.name} failed: {detail}")
         _write_error(output_dir, error)
         return math.nan
     return metrics.get("val/best_nll", math.nan)
@@ -78,13 +80,14 @@ def _write_error(output_dir: Path, error: Exception) -> None:
     )
 
 
-def job_summary(job_dir: Path) -> dict[str, Any]:
-    """One job of a sweep: number, overrides, status (finished/failed/incomplete), metrics or error."""
+def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
+    """One job of a sweep: number, overrides, status (finished/failed/incomplete), metrics or error; its dir
+    relative to ``sweep_dir`` when given."""
     run = RunDir(job_dir)
     hydra_cfg = OmegaConf.load(run.hydra_config).hydra
     row: dict[str, Any] = {
         "job": hydra_cfg.job.num,
-        "dir": job_dir.name,
+        "dir": job_dir.relative_to(sweep_dir).as_posix() if sweep_dir is not None else job_dir.name,
         "overrides": list(hydra_cfg.overrides.task),
         "status": "incomplete",
     }
@@ -97,9 +100,12 @@ def job_summary(job_dir: Path) -> dict[str, Any]:
 
 
 def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Write ``sweep_summary.json`` and ``sweep_summary.md`` for every job dir under ``sweep_dir``."""
-    job_dirs = [path.parent.parent for path in sweep_dir.glob("*/.hydra/hydra.yaml")]
-    jobs = sorted((job_summary(job_dir) for job_dir in job_dirs), key=lambda row: row["job"])
+    """Write ``sweep_summary.json`` and ``sweep_summary.md`` for every job dir under ``sweep_dir``, at any depth
+    (a sweep run before job dir names were one component has dirs nested by the ``/`` in its override values)."""
+    job_dirs = [
+        path.parent.parent for path in sweep_dir.glob("**/.hydra/hydra.yaml") if path.parent.parent != sweep_dir
+    ]
+    jobs = sorted((job_summary(job_dir, sweep_dir) for job_dir in job_dirs), key=lambda row: row["job"])
     counts = {status: sum(row["status"] == status for row in jobs) for status in ("finished", "failed", "incomplete")}
     write_json_atomic(sweep_dir / "sweep_summary.json", {"sweep_dir": str(sweep_dir), **counts, "jobs": jobs})
     lines = [
