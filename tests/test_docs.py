@@ -35,6 +35,7 @@ def docs_env(tmp_path_factory) -> dict[str, str]:
         PATH=os.pathsep.join([str(wrappers), str(VENV_BIN), env.get("PATH", "")]),
         WANDB_MODE="offline",
         MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",  # one torch thread a command: on a busy 2-core machine two threads can run 25x slower
         MADE_DATA_DIR=DATA_DIR or "",
     )
     return env
