@@ -20,11 +20,11 @@ test:  ## whole suite, slow end-to-end runs included
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
-docs:  ## the documentation site in site/, built strictly (a broken link or a failing block fails)
-	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+docs:  ## the documentation site in site/, built strictly (a broken link or a failing block fails); needs MADE_DATA_DIR
+	NO_MKDOCS_2_WARNING=1 PATH=$(CURDIR)/.venv/bin:$$PATH .venv/bin/mkdocs build --strict
 
 docs-serve:  ## the site on http://127.0.0.1:8000, rebuilt on every change
-	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 PATH=$(CURDIR)/.venv/bin:$$PATH .venv/bin/mkdocs serve
 
 train:  ## the main job: MADE on binarized MNIST with the defaults, ending with the test NLL
 	.venv/bin/made-train

@@ -1,5 +1,8 @@
 """Shared test helpers."""
 
+import os
+
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -25,3 +28,15 @@ def compose_train(overrides: list[str], with_hydra: bool = True) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides, return_hydra_config=with_hydra)
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory):
+    """The site built strictly once per session (tests/docs_site.py): (the finished process, the site dir).
+    Skips, saying why, without the data the tutorials train on."""
+    if not os.environ.get("MADE_DATA_DIR"):
+        pytest.skip("set MADE_DATA_DIR to the paper's data (../shared/data): the tutorials train on it")
+    from docs_site import build_site
+
+    site = tmp_path_factory.mktemp("site")
+    return build_site(site), site
