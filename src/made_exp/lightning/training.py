@@ -7,6 +7,7 @@ best checkpoint with the configured ensemble, draws samples and writes ``results
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -22,7 +23,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import MLFlowLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -48,13 +49,33 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
     loggers = []
     for node in (cfg.get("logger") or {}).values():
         wandb = node._target_.endswith("WandbLogger")
-        logger = instantiate(node, **(_wandb_run(output_dir) if wandb else {}))
+        mlflow = node._target_.endswith("MLFlowLogger")
+        logger = instantiate(node, **(_wandb_run(output_dir) if wandb else _mlflow_run(output_dir) if mlflow else {}))
         if wandb:
             # Lightning passes anonymous=None to wandb.init, which then warns in every run that the setting has
             # no effect; leaving the key out is the same run without the warning
             logger._wandb_init.pop("anonymous", None)
+        if mlflow and rank_zero_only.rank == 0 and not RunDir(output_dir).mlflow_id.is_file():
+            # logger.run_id creates the MLflow run; its store is kept as an absolute URI beside it
+            run = {"run_id": logger.run_id, "tracking_uri": _absolute_store(node.tracking_uri)}
+            write_json_atomic(RunDir(output_dir).mlflow_id, run)
         loggers.append(logger)
     return loggers
+
+
+def _mlflow_run(output_dir: Path) -> dict:
+    """The MLflow run (id and store) this run dir logged to before, so a resumed run continues it wherever it
+    is resumed from."""
+    id_file = RunDir(output_dir).mlflow_id
+    return json.loads(id_file.read_text()) if id_file.is_file() else {}
+
+
+def _absolute_store(uri: str) -> str:
+    """A ``sqlite:///relative/path`` tracking URI made absolute (``sqlite:////abs/path``); others unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
 
 
 def _wandb_run(output_dir: Path) -> dict:
@@ -101,6 +122,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     quiet_lightning()
     log.info(f"run dir: {output_dir}")
     with _ddp_ranks_join(output_dir):
+        continued_mlflow = RunDir(output_dir).mlflow_id.is_file()  # the run as it was first configured stays logged
         loggers = build_loggers(cfg, output_dir)
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
@@ -109,7 +131,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             **({} if on_a_terminal() else {"enable_progress_bar": False}),
         )
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            if not (continued_mlflow and isinstance(logger, MLFlowLogger)):  # MLflow refuses a param's new value
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
         try:
             with _stopped_by_signals(output_dir):

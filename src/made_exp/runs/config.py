@@ -306,6 +306,24 @@ class WandbLoggerSchema:
     tags: list[str] = field(default_factory=list)
 
 
+@dataclass
+class TensorBoardLoggerSchema:
+    _target_: str = "pytorch_lightning.loggers.TensorBoardLogger"
+    save_dir: str = "???"
+    name: str = "tensorboard"
+    version: str = ""  # events straight in <save_dir>/tensorboard: a resumed run appends to the same run
+    default_hp_metric: bool = False
+
+
+@dataclass
+class MLflowLoggerSchema:
+    _target_: str = "pytorch_lightning.loggers.MLFlowLogger"
+    experiment_name: str = "made_exp"
+    tracking_uri: str = "???"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 # ---- conf/train.yaml: the top level
 @dataclass
 class SeedsSchema:
@@ -374,6 +392,8 @@ SCHEMAS: dict[str, type] = {
     "progress_bar": ProgressBarSchema,
     "logger_csv": CSVLoggerSchema,
     "logger_wandb": WandbLoggerSchema,
+    "logger_tensorboard": TensorBoardLoggerSchema,
+    "logger_mlflow": MLflowLoggerSchema,
 }
 
 

@@ -11,6 +11,7 @@
         samples.png                 samples drawn after testing
         samples_seed<S>_n<N>.png    made-sample's grids (it never overwrites a file unless told to)
         wandb_id.txt                the W&B run id, so a resumed run continues it
+        mlflow_run.json             the MLflow run id and store, likewise
         .resume.lock                the pid of the made-train resuming the run, while it runs
 
 Example:
@@ -95,6 +96,10 @@ class RunDir:
     @property
     def wandb_id(self) -> Path:
         return self.path / "wandb_id.txt"
+
+    @property
+    def mlflow_id(self) -> Path:
+        return self.path / "mlflow_run.json"
 
     def evaluation(self, strategy: str, overrides: Sequence[str] = ()) -> Path:
         """Where made-eval writes the run's metrics under ``strategy`` (a conf/ensemble/ name) with ``KEY=VALUE``
