@@ -3,15 +3,17 @@
 Usage:
     made-report logs/train/multiruns/<date> [more run or multirun dirs] [--out DIR]
 
-Runs are grouped by dataset and configuration (every config key except seeds and paths), so
-the seeds of one configuration make one row: mean ± sample std of ``test/nll`` over its runs; ``seeds``
+Runs are read with ``made_exp.runs.load_runs`` and grouped by dataset and configuration (every config key except
+paths and every seed key: ``seed``, ``seeds.*``, ``model.seed``, ``module.evaluation_seed``, ...), so the seeds
+of one configuration make one row: mean ± sample std of ``test/nll`` over its runs; ``seeds``
 counts distinct seed values (``seed`` and the ``seeds`` streams), and says how many runs there were when a
 seed ran more than once. A run that training ended before early stopping fired (``trainer.max_epochs``,
 ``trainer.max_time``, something else, or no early stopping at all) is shorter than the paper's protocol and
 its row says so (``short_of_protocol``). Writes
 ``report.md``, ``report.csv`` and, where their data exist, ``nll_vs_masks.png``,
 ``samples_binarized_mnist.png`` and ``per_mask_nll.png`` into ``--out`` (default: the first
-dir). Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one per mask) in
+dir). A run without ``results.json`` (failed, unfinished) or with one that cannot be read is named in the notes
+and left out. Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one per mask) in
 ``results.json`` or ``eval_*.json``.
 """
 
