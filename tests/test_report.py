@@ -349,3 +349,29 @@ def test_a_seed_sweep_of_made_train_reports_one_row_of_two_seeds(tmp_path):
     main([str(tmp_path / "sweep")])
     (row,) = csv.DictReader((tmp_path / "sweep" / "report.csv").open())
     assert (row["n_seeds"], row["seeds"], row["configuration"]) == ("2", "0 1", "one mask, hidden [8]")
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+COMMITTED_REPORTS = sorted(
+    path.parent.relative_to(REPOSITORY)
+    for path in (REPOSITORY / "experiments").rglob("report.md")
+    if path.read_text().startswith("# MADE: our test NLL against the paper")
+)
+
+
+def test_the_paper_report_is_a_committed_made_report():
+    assert Path("experiments/paper") in COMMITTED_REPORTS
+
+
+@pytest.mark.parametrize("committed", COMMITTED_REPORTS, ids=str)
+def test_a_committed_report_is_what_made_report_makes_of_the_committed_runs(committed, tmp_path, monkeypatch):
+    """Regenerated from the runs it names (``Runs: N from DIRS.``), byte for byte; its figures are drawn again."""
+    monkeypatch.chdir(REPOSITORY)  # the report names its runs relative to the repository's root
+    markdown = (committed / "report.md").read_text()
+    dirs = markdown.split("\nRuns: ", 1)[1].split(" from ", 1)[1].split(". ", 1)[0].split(", ")
+    main([*dirs, "--out", str(tmp_path)])
+    assert (tmp_path / "report.md").read_text() == markdown, f"rerun: made-report {' '.join(dirs)} --out {committed}"
+    assert (tmp_path / "report.csv").read_bytes() == (committed / "report.csv").read_bytes()
+    figures = {path.name for path in committed.glob("*.png")}
+    assert figures == {path.name for path in tmp_path.glob("*.png")} and figures
+    assert all(f"]({figure})" in markdown for figure in figures)
