@@ -13,7 +13,7 @@
         wandb_id.txt                the W&B run id, so a resumed run continues it
         .resume.lock                the pid of the made-train resuming the run, while it runs
 
-Example:
+Examples:
     >>> RunDir("logs/run").last_checkpoint.as_posix()
     'logs/run/checkpoints/last.ckpt'
     >>> RunDir("logs/run").evaluation("poe").name
