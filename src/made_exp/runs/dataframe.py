@@ -50,9 +50,10 @@ def load_runs(path: str | Path) -> pandas.DataFrame:
       ``eval/poe/test/nll``, and ``eval/<ensemble>/per_mask_nll``; one made with ``--set`` overrides as
       ``eval/poe[log_z_method=ais]/test/nll``.
 
-    ReportError when ``path`` holds no run.
+    ReportError when ``path`` holds no run. The examples read the runs committed under ``experiments/paper/results``
+    (from the repository's root).
 
-    Example, on the runs committed under ``experiments/paper/results`` (from the repository's root):
+    Examples:
         >>> from made_exp.runs import load_runs
         >>> runs = load_runs("experiments/paper/results")
         >>> len(runs), runs.status.unique().tolist()
