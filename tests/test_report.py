@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -280,3 +281,97 @@ def test_epoch_rows_of_a_resumed_run_take_the_later_start_s_row_of_a_repeated_ep
         (tmp_path / "csv" / f"version_{version}" / "metrics.csv").write_text(text)
     rows = epoch_rows(tmp_path, "val/nll")
     assert [(row["epoch"], row["val/nll"]) for row in rows] == [("0", "5.0"), ("1", "4.0"), ("2", "3.5"), ("3", "3.4")]
+
+
+def with_seed_keys(config: dict, seed: int) -> dict:
+    """``config`` with every seed key a made-train run records set to ``seed``, as ``seed=S`` sets them."""
+    config["seeds"] = {"init": seed, "masks": seed, "data": seed, "evaluation": seed}
+    config["module"] = {"evaluation_seed": seed, "lr_decay": 1.0}
+    config["ensemble"]["seed"] = seed
+    return config
+
+
+def test_runs_differing_only_in_seed_keys_are_one_configuration(tmp_path):
+    """``seed=0,1`` sets module.evaluation_seed, ensemble.seed and the seeds streams too: still one row."""
+    for seed, nll in enumerate([84.0, 85.0]):
+        write_run(tmp_path / f"s{seed}", with_seed_keys(fake_config("dna", seed, "cycle", 1, None), seed), nll)
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    (row,) = csv.DictReader((tmp_path / "report" / "report.csv").open())
+    assert (row["configuration"], row["n_seeds"], row["seeds"]) == ("one mask, hidden [500]", "2", "0 1")
+    assert float(row["test_nll_mean"]) == 84.5
+
+
+def captured_figures(monkeypatch) -> dict[str, object]:
+    """The figures made-report draws, by file name, instead of written."""
+    figures = {}
+    monkeypatch.setattr("made_exp.cli.report.save_figure", lambda figure, path: figures.update({path.name: figure}))
+    return figures
+
+
+def test_nll_against_masks_has_one_labelled_line_per_configuration(tmp_path, monkeypatch):
+    figures = captured_figures(monkeypatch)
+    for lr in (0.1, 0.01):
+        for bank in (1, 8):
+            for seed in range(2):
+                config = with_seed_keys(fake_config("dna", seed, "cycle", bank, None), seed)
+                config["optimizer"]["lr"] = lr
+                write_run(tmp_path / f"lr{lr}_k{bank}_s{seed}", config, 85.0 - bank / 8 + lr + seed)
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    (ax,) = figures["nll_vs_masks.png"].axes
+    assert len(ax.lines) == 2 * 3  # a line (with its two error-bar caps) per learning rate, not per seed
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["fixed bank, hidden [500], optimizer.lr=0.01", "fixed bank, hidden [500], optimizer.lr=0.1"]
+
+
+def test_a_corrupt_results_json_is_named_and_left_out(multirun, tmp_path, capsys):
+    (multirun / "7_cut").mkdir()
+    (multirun / "7_cut" / "results.json").write_text('{"metrics": {"test/n')
+    main([str(multirun), "--out", str(tmp_path / "report")])
+    assert f"made-report: {multirun / '7_cut' / 'results.json'}: unreadable results.json" in capsys.readouterr().err
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert f"- {multirun / '7_cut' / 'results.json'}: unreadable results.json" in markdown
+    assert "Runs: 6 from" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MADE_DATA_DIR"), reason="set MADE_DATA_DIR to the paper's data")
+def test_a_seed_sweep_of_made_train_reports_one_row_of_two_seeds(tmp_path):
+    """The README's promise, end to end: ``made-train -m data=dna ... seed=0,1``, then made-report."""
+    bin_dir = Path(sys.executable).parent
+    train = [str(bin_dir / "made-train"), "-m", "data=dna", "model.hidden_sizes=[8]", "trainer.max_epochs=2"]
+    sweep = subprocess.run(
+        [*train, "logger=csv", "module.num_samples=0", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    main([str(tmp_path / "sweep")])
+    (row,) = csv.DictReader((tmp_path / "sweep" / "report.csv").open())
+    assert (row["n_seeds"], row["seeds"], row["configuration"]) == ("2", "0 1", "one mask, hidden [8]")
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+COMMITTED_REPORTS = sorted(
+    path.parent.relative_to(REPOSITORY)
+    for path in (REPOSITORY / "experiments").rglob("report.md")
+    if path.read_text().startswith("# MADE: our test NLL against the paper")
+)
+
+
+def test_the_paper_report_is_a_committed_made_report():
+    assert Path("experiments/paper") in COMMITTED_REPORTS
+
+
+@pytest.mark.parametrize("committed", COMMITTED_REPORTS, ids=str)
+def test_a_committed_report_is_what_made_report_makes_of_the_committed_runs(committed, tmp_path, monkeypatch):
+    """Regenerated from the runs it names (``Runs: N from DIRS.``), byte for byte; its figures are drawn again."""
+    monkeypatch.chdir(REPOSITORY)  # the report names its runs relative to the repository's root
+    markdown = (committed / "report.md").read_text()
+    dirs = markdown.split("\nRuns: ", 1)[1].split(" from ", 1)[1].split(". ", 1)[0].split(", ")
+    main([*dirs, "--out", str(tmp_path)])
+    assert (tmp_path / "report.md").read_text() == markdown, f"rerun: made-report {' '.join(dirs)} --out {committed}"
+    assert (tmp_path / "report.csv").read_bytes() == (committed / "report.csv").read_bytes()
+    figures = {path.name for path in committed.glob("*.png")}
+    assert figures == {path.name for path in tmp_path.glob("*.png")} and figures
+    assert all(f"]({figure})" in markdown for figure in figures)

@@ -3,12 +3,17 @@
 ``[[default KEY]]`` in any page becomes KEY's value in made-train's config as composed (in code font), and
 ``[[default KEY | OVERRIDE ...]]`` its value with those overrides, e.g.
 ``[[default hydra.launcher.cpus_per_task | hydra/launcher=slurm]]``. An unknown key fails the build.
+
+``[[config-reference]]``, ``[[cli-reference]]`` and ``[[results-json-reference]]`` become the reference pages'
+tables (``config_reference``, ``cli_reference``, ``results_reference`` beside this file).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from functools import cache
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -17,7 +22,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from made_exp.runs.config import CONFIG_DIR, register_configs
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # mkdocs loads a hook by path: its siblings by name
+import cli_reference  # noqa: E402
+import config_reference  # noqa: E402
+import results_reference  # noqa: E402
+
 DEFAULT = re.compile(r"\[\[default\s+([\w./-]+)\s*(?:\|\s*([^\]]*))?\]\]")
+REFERENCES = {
+    "[[config-reference]]": lambda: config_reference.reference(composed),
+    "[[cli-reference]]": cli_reference.reference,
+    "[[results-json-reference]]": results_reference.reference,
+}
 
 
 @cache
@@ -56,5 +71,13 @@ def expand_defaults(markdown: str) -> str:
     return DEFAULT.sub(lambda m: f"`{default_value(m[1], tuple((m[2] or '').split()))}`", markdown)
 
 
+def expand_references(markdown: str) -> str:
+    """Every reference macro in ``markdown`` replaced by its generated Markdown."""
+    for macro, generate in REFERENCES.items():
+        if macro in markdown:
+            markdown = markdown.replace(macro, generate())
+    return markdown
+
+
 def on_page_markdown(markdown: str, **_) -> str:
-    return expand_defaults(markdown)
+    return expand_defaults(expand_references(markdown))

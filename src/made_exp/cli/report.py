@@ -3,15 +3,17 @@
 Usage:
     made-report logs/train/multiruns/<date> [more run or multirun dirs] [--out DIR]
 
-Runs are grouped by dataset and configuration (every config key except seeds and paths), so
-the seeds of one configuration make one row: mean ± sample std of ``test/nll`` over its runs; ``seeds``
+Runs are read with ``made_exp.runs.load_runs`` and grouped by dataset and configuration (every config key except
+paths and every seed key: ``seed``, ``seeds.*``, ``model.seed``, ``module.evaluation_seed``, ...), so the seeds
+of one configuration make one row: mean ± sample std of ``test/nll`` over its runs; ``seeds``
 counts distinct seed values (``seed`` and the ``seeds`` streams), and says how many runs there were when a
 seed ran more than once. A run that training ended before early stopping fired (``trainer.max_epochs``,
 ``trainer.max_time``, something else, or no early stopping at all) is shorter than the paper's protocol and
 its row says so (``short_of_protocol``). Writes
 ``report.md``, ``report.csv`` and, where their data exist, ``nll_vs_masks.png``,
 ``samples_binarized_mnist.png`` and ``per_mask_nll.png`` into ``--out`` (default: the first
-dir). Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one per mask) in
+dir). A run without ``results.json`` (failed, unfinished) or with one that cannot be read is named in the notes
+and left out. Per-mask NLLs are read from a top-level ``per_mask_nll`` list (nats, one per mask) in
 ``results.json`` or ``eval_*.json``.
 """
 
@@ -21,12 +23,17 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas
+
 from made_exp.errors import exit_on_user_error
 from made_exp.runs.atomic import csv_text, replace_atomically, write_text_atomic
+from made_exp.runs.dataframe import PROTOCOL_END, config_columns, load_runs
 from made_exp.runs.figures import legend_below, save_figure, subplots
 from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
 from made_exp.runs.records import ReportError, dataset_name, results_files
@@ -36,7 +43,8 @@ __all__ = [
     "Run",
     "Group",
     "ReportError",
-    "load_runs",
+    "is_seed_key",
+    "load_report_runs",
     "group_runs",
     "summarise",
     "markdown_table",
@@ -44,9 +52,10 @@ __all__ = [
     "main",
 ]
 
-# Keys that differ between runs of one configuration without changing what is measured.
-IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name", "seeds", "resume", "overwrite"}
-IGNORED_LEAVES = {"seed", "dirpath", "default_root_dir", "save_dir", "data_dir", "download"}
+# Keys that differ between runs of one configuration without changing what is measured (and every seed key,
+# ``is_seed_key``).
+IGNORED_TOP_LEVEL = {"paths", "logger", "hydra", "tags", "task_name", "resume", "overwrite"}
+IGNORED_LEAVES = {"dirpath", "default_root_dir", "save_dir", "data_dir", "download"}
 # Keys the masks group sets together; the configuration label already names them.
 MASK_KEYS = {
     "masks.schedule",
@@ -73,7 +82,6 @@ CSV_FIELDS = [
     "paper_source",
     "run_dirs",
 ]
-PROTOCOL_END = "early_stopping"  # the paper trains until early stopping (look-ahead) fires
 
 
 @dataclass(frozen=True)
@@ -139,92 +147,87 @@ class Group:
     runs: list[Run]
 
 
-def _flatten(node, prefix: str = "") -> dict[str, object]:
-    if isinstance(node, dict):
-        flat = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(node, list):
-        node = tuple(node) if all(isinstance(v, (int, float, str, bool)) for v in node) else json.dumps(node)
-    return {prefix[:-1]: node}
+def is_seed_key(key: str) -> bool:
+    """A key that seeds a random stream (``seed``, ``seeds.init``, ``model.seed``, ``module.evaluation_seed``):
+    runs that differ only in these are seeds of one configuration."""
+    return any(part in ("seed", "seeds") or part.endswith("_seed") for part in key.split("."))
 
 
-def _configuration(config: dict) -> tuple[tuple[str, object], ...]:
-    kept = {key: value for key, value in config.items() if key not in IGNORED_TOP_LEVEL}
-    flat = _flatten(kept)
-    return tuple(sorted((k, v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in IGNORED_LEAVES))
+def _missing(value: object) -> bool:
+    """A key the run does not set: None, or a gap in ``load_runs``' frame where other runs set it."""
+    return not isinstance(value, (tuple, list)) and bool(pandas.isna(value))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ReportError(f"cannot read {path}: {error}") from error
-
-
-def _per_mask_nll(run_dir: Path, results: dict) -> tuple[float, ...]:
-    for payload in [results, *(_read_json(p) for p in RunDir(run_dir).evaluations())]:
-        if payload.get("per_mask_nll"):
-            return tuple(float(v) for v in payload["per_mask_nll"])
-    return ()
-
-
-def load_run(path: Path) -> Run | None:
-    """The run whose ``results.json`` is ``path``; None if it has no ``test/nll`` to report."""
-    results = _read_json(path)
-    if not isinstance(results.get("config"), dict) or not isinstance(results.get("metrics"), dict):
-        raise ReportError(f"{path} has no 'config' and 'metrics': not a made-train results.json")
-    config, metrics = results["config"], results["metrics"]
-    if "test/nll" not in metrics:
-        return None
-    return Run(
-        run_dir=path.parent,
-        dataset=dataset_name(config.get("data", {})),
-        config=_configuration(config),
-        seed=config.get("seed"),
-        test_nll=float(metrics["test/nll"]),
-        wall_time_s=results.get("wall_time_s"),
-        per_mask_nll=_per_mask_nll(path.parent, results),
-        seed_streams=tuple(sorted((config.get("seeds") or {}).items())),
-        stopped_by=stopped_by(results),
+def _configuration(row: dict, columns: list[str]) -> tuple[tuple[str, object], ...]:
+    """What is measured: the config keys the run sets, seeds, paths and bookkeeping left out."""
+    return tuple(
+        sorted(
+            (key, row[key])
+            for key in columns
+            if not _missing(row[key])
+            and key.split(".", 1)[0] not in IGNORED_TOP_LEVEL
+            and key.rsplit(".", 1)[-1] not in IGNORED_LEAVES
+            and not is_seed_key(key)
+        )
     )
 
 
-def stopped_by(results: dict) -> str:
-    """What ended training: ``results["stopped_by"]`` where made-train recorded it, else inferred from the
-    config and ``epochs``: no early-stopping callback; ``max_epochs`` if the epochs reached the cap (early
-    stopping in the last epoch looks the same, and counts as the cap); ``max_time`` if a time cap was set
-    (it may not have been reached: the label errs towards warning); otherwise early stopping."""
-    if results.get("stopped_by"):
-        return str(results["stopped_by"])
-    config, epochs = results.get("config", {}), results.get("epochs")
-    trainer = config.get("trainer") or {}
-    if isinstance(config.get("callbacks"), dict) and "early_stopping" not in config["callbacks"]:
-        return "no_early_stopping"
-    if epochs is not None and trainer.get("max_epochs") is not None and epochs >= trainer["max_epochs"]:
-        return "max_epochs"
-    if trainer.get("max_time"):
-        return "max_time"
-    return PROTOCOL_END
+def _per_mask_nll(row: dict) -> tuple[float, ...]:
+    """The run's own ``per_mask_nll``, else the first evaluation's that has one."""
+    for key in ["per_mask_nll", *(key for key in row if key.startswith("eval/") and key.endswith("/per_mask_nll"))]:
+        if isinstance(row.get(key), tuple) and row[key]:
+            return tuple(float(value) for value in row[key])
+    return ()
 
 
-def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
-    """Every run under ``dirs`` with a ``test/nll``, and the results files that have none."""
-    runs, without_nll = [], []
+def run_from_row(row: dict, columns: list[str]) -> Run:
+    """The finished run of ``load_runs``' ``row`` (``columns``: its config columns)."""
+    config = {key: row[key] for key in columns if not _missing(row[key])}
+    data = {key.removeprefix("data."): value for key, value in config.items() if key.startswith("data.")}
+    return Run(
+        run_dir=Path(row["run_dir"]),
+        dataset=dataset_name(data),
+        config=_configuration(row, columns),
+        seed=config.get("seed"),
+        test_nll=float(row["test/nll"]),
+        wall_time_s=None if _missing(row.get("wall_time_s")) else float(row["wall_time_s"]),
+        per_mask_nll=_per_mask_nll(row),
+        seed_streams=tuple(sorted((k.removeprefix("seeds."), v) for k, v in config.items() if k.startswith("seeds."))),
+        stopped_by=str(row["stopped_by"]),
+    )
+
+
+@dataclass
+class Loaded:
+    """What made-report found under its dirs: the runs with a ``test/nll``, and notes on those left out."""
+
+    runs: list[Run]
+    without_nll: list[Path]
+    left_out: list[str]
+
+
+def load_report_runs(dirs: list[Path]) -> Loaded:
+    """Every finished run under ``dirs`` with a ``test/nll`` (``made_exp.runs.load_runs``), the results files
+    without one, and a note for each run left out: unfinished, failed, or with an unreadable results.json (also
+    said on stderr). ReportError for a dir without any results.json."""
+    loaded = Loaded([], [], [])
     for directory in dirs:
-        for path in results_files(directory):
-            run = load_run(path)
-            if run is None:
-                without_nll.append(path)
+        results_files(directory)  # ReportError naming a dir that holds no results.json at all
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a corrupt results.json is noted below instead
+            frame = load_runs(directory)
+        columns = config_columns(frame)
+        for row in frame.to_dict("records"):
+            if row["status"] == "corrupt":
+                print(f"made-report: {row['error']}, left out", file=sys.stderr)
+                loaded.left_out.append(f"{row['error']}, left out")
+            elif row["status"] != "finished":
+                loaded.left_out.append(f"{row['run_dir']}: no results.json ({row['status']}), left out")
+            elif _missing(row.get("test/nll")):
+                loaded.without_nll.append(RunDir(row["run_dir"]).results)
             else:
-                runs.append(run)
-    return runs, without_nll
-
-
-def unfinished_runs(dirs: list[Path]) -> list[Path]:
-    """Hydra job dirs (they hold ``.hydra/``) without a ``results.json``: failed or still running."""
-    return sorted(p.parent for d in dirs for p in Path(d).rglob(".hydra") if not RunDir(p.parent).is_finished())
+                loaded.runs.append(run_from_row(row, columns))
+    return loaded
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -357,7 +360,7 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
         return False
     figure, axes = subplots(len(swept))
     for ax, (dataset, by_line) in zip(axes, sorted(swept.items()), strict=True):
-        labels = [f"{kind}, hidden {list(dict(rest).get('model.hidden_sizes', ()))}" for kind, rest in by_line]
+        labels = line_labels(list(by_line))
         for label, points in zip(labels, by_line.values(), strict=True):
             xs = sorted(points)
             means = [statistics.fmean(points[x]) for x in xs]
@@ -369,10 +372,23 @@ def plot_nll_vs_masks(groups: list[Group], path: Path) -> bool:
         ax.minorticks_off()
         ax.ticklabel_format(axis="y", useOffset=False)  # NLLs as they are, not as offsets from one of them
         ax.set(title=dataset, xlabel="masks in the test mixture", ylabel="test NLL (nats)")
-        if len(set(labels)) == len(labels):  # lines that differ in more than the label says get none
-            legend_below(ax)
+        legend_below(ax)
     save_figure(figure, path)
     return True
+
+
+def line_labels(lines: list[tuple[str, tuple[tuple[str, object], ...]]]) -> list[str]:
+    """A label for each ``(kind of masks, config)`` line of one dataset: the kind, the hidden sizes, and every key
+    whose value differs between the lines, so that no two lines share a label."""
+    configs = [dict(config) for _, config in lines]
+    varying = sorted(varying_keys(configs, recorded_only=False))
+    return [
+        ", ".join(
+            [kind, f"hidden {list(config.get('model.hidden_sizes', ()))}"]
+            + [f"{key}={config.get(key)}" for key in varying]
+        )
+        for (kind, _), config in zip(lines, configs, strict=True)
+    ]
 
 
 def plot_per_mask_histogram(groups: list[Group], path: Path) -> bool:
@@ -413,7 +429,8 @@ def copy_mnist_samples(groups: list[Group], path: Path) -> Path | None:
 
 def report(dirs: list[Path], out: Path) -> str:
     """Write report.md, report.csv and the figures into ``out``; returns the Markdown table."""
-    runs, without_nll = load_runs(dirs)
+    loaded = load_report_runs(dirs)
+    runs, without_nll = loaded.runs, loaded.without_nll
     if not runs:
         raise ReportError(f"no results.json with a test/nll under {', '.join(map(str, dirs))}")
     groups = group_runs(runs)
@@ -452,7 +469,7 @@ def report(dirs: list[Path], out: Path) -> str:
             "without a recorded stopped_by count as short when their epochs reached max_epochs or a "
             "max_time was set"
         )
-    notes += [f"{path}: no results.json (failed or unfinished), left out" for path in unfinished_runs(dirs)]
+    notes += loaded.left_out
     markdown = (
         "\n\n".join(
             [

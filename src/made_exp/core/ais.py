@@ -26,7 +26,7 @@ References:
     Grosse, Ghahramani & Adams, "Sandwiching the marginal likelihood using bidirectional Monte Carlo",
     arXiv:1511.02543 (2015): the sigmoid schedule.
 
-Example:
+Examples:
     >>> from made_exp.core.made import MADE
     >>> model = MADE(input_dim=8, hidden_sizes=[16], num_masks=4)
     >>> masks = [model.mask(k) for k in range(model.num_masks)]

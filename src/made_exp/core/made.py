@@ -11,7 +11,7 @@ A model keeps a bank of ``num_masks`` fixed masks (buffers, selectable by index)
 can also draw fresh ones; both come from a seeded ``torch.Generator`` whose state is
 saved with the weights, so a restored model draws the same masks next.
 
-Example:
+Examples:
     >>> model = MADE(input_dim=6, hidden_sizes=[32], num_masks=4)
     >>> model.log_prob(torch.ones(2, 6)).shape
     torch.Size([2])

@@ -13,7 +13,7 @@ losses here are the NLLs of the models that are tested:
 Each returns ``(loss, stats)``: a scalar whose gradient is the objective's (exact or as stated), and
 floats to log.
 
-Example:
+Examples:
     >>> from made_exp.core.made import MADE
     >>> model = MADE(input_dim=6, hidden_sizes=[16], num_masks=3)
     >>> loss, stats = poe_loss(model, torch.ones(4, 6), masks=[0, 1, 2], log_z="exact")

@@ -5,7 +5,7 @@ members' masked weights and runs every layer as one ``baddbmm`` over the members
 passes cost one sequence of kernel launches. Gradients flow back through the stack into each member's own
 parameters: member n's gradient is that of its own loss alone, up to the summation order inside the batched GEMM.
 
-Example:
+Examples:
     >>> members = [MADE(input_dim=6, hidden_sizes=[16], seed=seed) for seed in range(3)]
     >>> x = torch.randint(0, 2, (3, 5, 6)).float()  # member n scores its own minibatch x[n]
     >>> packed_log_prob(members, x).shape

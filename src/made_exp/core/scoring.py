@@ -3,7 +3,7 @@ product, exact enumeration for small D, and EM for mixture weights.
 
 The maths is in small functions over a ``(K, N)`` tensor of per-mask log-probabilities.
 
-Example:
+Examples:
     >>> log_probs = torch.log(torch.tensor([[0.5], [0.25]]))  # K = 2 masks, N = 1 example
     >>> round(float(mixture_log_prob(log_probs).exp()), 4)  # (0.5 + 0.25) / 2
     0.375

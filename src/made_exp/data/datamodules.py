@@ -2,7 +2,7 @@
 ``.npz``/``.npy`` files, arrays already in memory, dynamically binarized MNIST, and a synthetic set whose
 distribution is known exactly.
 
-Example:
+Examples:
     >>> dm = NPZDataModule("dna", download=False)
     >>> dm.input_dim  # known before setup(), so the model can be built first
     180

@@ -7,7 +7,7 @@ the cache (``$MADE_CACHE_DIR``, default ``~/.cache/made_exp``), downloaded there
 own (``load_own_data``) is the release format or one (N, D) array split by fractions. Every file is validated
 before use.
 
-Example:
+Examples:
     >>> dataset_info("dna").input_dim
     180
 """

@@ -66,11 +66,12 @@ class MADEModule(pl.LightningModule):
         model: the MADE.
         optimizer: a partial optimiser, completed with the parameters (``_partial_: true``).
         masks: the training-time mask schedule.
-        ensemble: the test-time combination of masks (see ``made_exp.ensemble``).
+        ensemble: the test-time combination of masks (see ``made_exp.core.ensemble``).
         lr_decay: per-epoch multiplicative learning-rate decay (1 = none).
         num_samples: samples drawn after testing for the sample grid (0 = none).
         compile_model: compile MADE's forward with ``torch.compile`` (in place, so checkpoints keep
             their keys); changing masks does not recompile, since masks are buffers.
+        evaluation_seed: seeds the fresh masks of the validation and test mixtures.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class MADEModule(pl.LightningModule):
         model: MADE,
         optimizer: Callable,
         masks: MaskSchedule,
-        ensemble,
+        ensemble: Mixture,
         lr_decay: float = 1.0,
         num_samples: int = 64,
         compile_model: bool = False,

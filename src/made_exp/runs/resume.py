@@ -10,7 +10,7 @@ job leaves the run's ``.hydra/`` record as it was.
 The run dir is taken as written, whatever it holds: a multirun job's dir (``3_data=dna,seed=1``) has the
 ``=`` and ``,`` that Hydra's override grammar would split on, so the value is quoted for Hydra here.
 
-Example:
+Examples:
     >>> override_key("+trainer.max_time=00:01:00:00"), override_key("~callbacks.rich_progress_bar")
     ('trainer.max_time', 'callbacks.rich_progress_bar')
     >>> hydra_resume_argument("runs/3_data=dna,seed=1")

@@ -14,7 +14,7 @@
         mlflow_run.json             the MLflow run id and store, likewise
         .resume.lock                the pid of the made-train resuming the run, while it runs
 
-Example:
+Examples:
     >>> RunDir("logs/run").last_checkpoint.as_posix()
     'logs/run/checkpoints/last.ckpt'
     >>> RunDir("logs/run").evaluation("poe").name
