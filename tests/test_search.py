@@ -22,7 +22,15 @@ from optuna.trial import TrialState
 
 from conftest import compose_train
 from made_exp.runs.config import ConfigError
-from made_exp.runs.search import _consecutive_runs, check_batches, open_study, run_search, search_space, write_best
+from made_exp.runs.search import (
+    _consecutive_runs,
+    check_batches,
+    open_study,
+    run_search,
+    search_space,
+    study_storage,
+    write_best,
+)
 
 BIN = Path(sys.executable).parent
 DATA_DIR = os.environ.get("MADE_DATA_DIR")
@@ -105,7 +113,7 @@ def test_storage_defaults_to_sqlite_in_the_sweep_dir_and_takes_any_sqlalchemy_ur
 
 
 def test_a_bad_storage_url_is_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"hydra.sweeper.storage='not a url' is not a SQLAlchemy URL"):
+    with pytest.raises(ConfigError, match=r"storage='not a url' is neither journal:<file> nor a SQLAlchemy URL"):
         open_study("s", "not a url", "minimize", tpe, seed=0)
 
 
@@ -140,6 +148,17 @@ def test_two_workers_on_one_study_propose_different_trials(tmp_path):
     workers = [open_study("s", storage, "minimize", tpe, seed=None) for _ in range(2)]
     proposals = [workers[num % 2].ask(SPACE).params["optimizer.lr"] for num in range(8)]
     assert len(set(proposals)) == 8
+
+
+def test_a_journal_file_holds_a_study_that_workers_continue(tmp_path):
+    storage, launch = f"journal:{tmp_path / 'sub' / 'optuna.journal'}", FakeLauncher()
+    workers = [open_study("s", storage, "minimize", tpe, seed=None) for _ in range(2)]
+    proposals = [workers[num % 2].ask(SPACE).params["optimizer.lr"] for num in range(6)]
+    assert len(set(proposals)) == 6 and (tmp_path / "sub" / "optuna.journal").is_file()
+    run_search(open_study("s", storage, "minimize", tpe, seed=0), SPACE, [], 8, 2, launch)
+    assert [num for num, _ in launch.jobs] == [6, 7]  # 6 trials were asked already, the study total is 8
+    absolute = f"journal:///{tmp_path / 'sub' / 'optuna.journal'}"
+    assert len(optuna.load_study(study_name="s", storage=study_storage(absolute)[0]).trials) == 8
 
 
 def test_a_fixed_seed_reproduces_a_worker_on_a_fresh_study(tmp_path):
@@ -251,9 +270,21 @@ def postgres_url(tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_two_workers_share_one_study_in_postgresql_without_proposing_a_trial_twice(tmp_path, postgres_url):
+    two_workers_share_one_study(tmp_path, postgres_url)
+
+
+@pytest.mark.slow
+@needs_data
+def test_two_workers_share_one_study_in_a_journal_file_without_proposing_a_trial_twice(tmp_path):
+    two_workers_share_one_study(tmp_path, f"journal:{tmp_path / 'shared' / 'optuna.journal'}")
+
+
+def two_workers_share_one_study(tmp_path: Path, storage: str) -> None:
+    """Two made-train searches started at once on ``storage`` share its study: 6 trials or a few more, none
+    proposed twice, each run by one worker as the job numbered like it."""
     args = [
         *TINY_SEARCH,
-        f"hydra.sweeper.storage='{postgres_url}'",  # quoted: the URL holds "="
+        f"hydra.sweeper.storage='{storage}'",  # quoted: a URL may hold "="
         "hydra.sweeper.study_name=shared",
         "hydra.sweeper.n_trials=6",
     ]
@@ -261,7 +292,7 @@ def test_two_workers_share_one_study_in_postgresql_without_proposing_a_trial_twi
     outputs = [worker.communicate(timeout=300)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
 
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    study = optuna.load_study(study_name="shared", storage=study_storage(storage)[0])
     trials = study.trials
     assert len(trials) >= 6  # two workers that both see 5 trials may each ask one more
     assert all(trial.state == TrialState.COMPLETE for trial in trials)

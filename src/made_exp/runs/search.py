@@ -5,7 +5,8 @@ The sweeper (``hydra_plugins.made_optuna_sweeper``) opens the study, asks Optuna
 number, so job dirs never collide between workers) and tells Optuna their values. A job that
 returns NaN or raises is told as failed; the search goes on.
 
-- Storage: any SQLAlchemy URL; the study is created or, when it exists, continued.
+- Storage: a journal file (``journal:<path>``, shared through a file lock) or any SQLAlchemy URL; the study is
+  created or, when it exists, continued.
 - ``n_trials`` is the study's total: a worker stops asking once the study holds that many trials
   (finished, failed or interrupted, from any worker), so rerunning a search continues it and
   several workers share it.
@@ -40,6 +41,7 @@ from made_exp.runs.config import ConfigError
 __all__ = [
     "search_space",
     "open_study",
+    "study_storage",
     "storage_errors",
     "storage_error_message",
     "sampler_seed",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+JOURNAL = "journal:"  # hydra.sweeper.storage=journal:<path>: Optuna's JournalStorage on a file
 
 # launch(overrides per job, number of the first job) -> one JobReturn per job
 Launch = Callable[[list[list[str]], int], Sequence[JobReturn]]
@@ -87,25 +90,38 @@ def _distribution(override: Override) -> BaseDistribution:
 def open_study(
     study_name: str, storage: str, direction: str, sampler: Callable[..., optuna.samplers.BaseSampler], seed: int | None
 ) -> optuna.Study:
-    """Create the study in ``storage`` (a SQLAlchemy URL), or load it if it exists, with its sampler
-    seeded for this worker (``sampler(seed=...)``); a SQLite file's directory is created."""
-    try:
-        url = sqlalchemy.engine.make_url(storage)
-    except sqlalchemy.exc.ArgumentError as error:
-        raise ConfigError(f"hydra.sweeper.storage={storage!r} is not a SQLAlchemy URL ({error})") from None
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    rdb = _rdb_storage(storage)
-    trials_before = _count_trials(rdb, study_name)
+    """Create the study in ``storage`` (see ``study_storage``), or load it if it exists, with its sampler seeded
+    for this worker (``sampler(seed=...)``)."""
+    opened, shown = study_storage(storage)
+    trials_before = _count_trials(opened, study_name)
     study = optuna.create_study(
         study_name=study_name,
-        storage=rdb,
+        storage=opened,
         direction=direction,
         load_if_exists=True,
         sampler=sampler(seed=sampler_seed(seed, trials_before)),
     )
-    log.info(f"study {study_name!r} in {url.render_as_string(hide_password=True)}: {trials_before} trials so far")
+    log.info(f"study {study_name!r} in {shown}: {trials_before} trials so far")
     return study
+
+
+def study_storage(storage: str) -> tuple[optuna.storages.BaseStorage, str]:
+    """Optuna's storage for ``storage`` and how to show it (no password): ``journal:<path>`` (or
+    ``journal:///<absolute path>``) is a journal file, which workers share through a file lock, on NFS too; anything
+    else is a SQLAlchemy URL (SQLite, PostgreSQL, ...). A file's directory is created."""
+    if storage.startswith(JOURNAL):
+        path = Path(storage.removeprefix(JOURNAL).removeprefix("//"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path))), storage
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError as error:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage!r} is neither journal:<file> nor a SQLAlchemy URL ({error})"
+        ) from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    return _rdb_storage(storage), url.render_as_string(hide_password=True)
 
 
 @contextmanager
