@@ -39,6 +39,8 @@ EVALUATION = {
     "checkpoint": "The checkpoint file scored.",
     "weights_sha256": "A digest of the weights scored, so that made-compare rescores a run that trained on.",
     "device": "Where it was scored (`cpu` or `cuda`).",
+    "run_status": "The run's state when it was scored: `finished`, `unfinished` (no results.json yet: still training, "
+    "or stopped) or `failed`; made-eval and made-sample warn on an unfinished run.",
     **METADATA,
 }
 # metric name -> meaning; ``*`` stands for any name the ensemble reports
