@@ -11,7 +11,7 @@
         samples.png                 samples drawn after testing
         samples_seed<S>_n<N>.png    made-sample's grids (it never overwrites a file unless told to)
         wandb_id.txt                the W&B run id, so a resumed run continues it
-        .resume.lock                the pid of the made-train resuming the run, while it runs
+        .resume.lock                host, pid and start of the made-train resuming the run (locked while it runs)
 
 Example:
     >>> RunDir("logs/run").last_checkpoint.as_posix()
