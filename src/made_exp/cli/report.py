@@ -21,6 +21,7 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from made_exp.errors import exit_on_user_error
 from made_exp.runs.atomic import csv_text, replace_atomically, write_text_atomic
 from made_exp.runs.figures import legend_below, save_figure, subplots
 from made_exp.runs.paper import MASK_SAMPLING, ONE_MASK, SOURCES, mnist_column, paper_value
-from made_exp.runs.records import ReportError, dataset_name, results_files
+from made_exp.runs.records import ReportError, dataset_name, read_record, results_files
 from made_exp.runs.rundir import RunDir
 
 __all__ = [
@@ -156,15 +157,8 @@ def _configuration(config: dict) -> tuple[tuple[str, object], ...]:
     return tuple(sorted((k, v) for k, v in flat.items() if k.rsplit(".", 1)[-1] not in IGNORED_LEAVES))
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ReportError(f"cannot read {path}: {error}") from error
-
-
 def _per_mask_nll(run_dir: Path, results: dict) -> tuple[float, ...]:
-    for payload in [results, *(_read_json(p) for p in RunDir(run_dir).evaluations())]:
+    for payload in [results, *(read_record(p) for p in RunDir(run_dir).evaluations())]:
         if payload.get("per_mask_nll"):
             return tuple(float(v) for v in payload["per_mask_nll"])
     return ()
@@ -172,7 +166,7 @@ def _per_mask_nll(run_dir: Path, results: dict) -> tuple[float, ...]:
 
 def load_run(path: Path) -> Run | None:
     """The run whose ``results.json`` is ``path``; None if it has no ``test/nll`` to report."""
-    results = _read_json(path)
+    results = read_record(path)
     if not isinstance(results.get("config"), dict) or not isinstance(results.get("metrics"), dict):
         raise ReportError(f"{path} has no 'config' and 'metrics': not a made-train results.json")
     config, metrics = results["config"], results["metrics"]
@@ -209,17 +203,23 @@ def stopped_by(results: dict) -> str:
     return PROTOCOL_END
 
 
-def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path]]:
-    """Every run under ``dirs`` with a ``test/nll``, and the results files that have none."""
-    runs, without_nll = [], []
+def load_runs(dirs: list[Path]) -> tuple[list[Run], list[Path], list[str]]:
+    """Every run under ``dirs`` with a ``test/nll``, the results files that have none, and a line naming each
+    unreadable one (skipped, left as it is)."""
+    runs, without_nll, unreadable = [], [], []
     for directory in dirs:
         for path in results_files(directory):
-            run = load_run(path)
+            try:
+                run = load_run(path)
+            except ReportError as error:
+                print(f"made-report: skipped {error}", file=sys.stderr)
+                unreadable.append(str(error))
+                continue
             if run is None:
                 without_nll.append(path)
             else:
                 runs.append(run)
-    return runs, without_nll
+    return runs, without_nll, unreadable
 
 
 def unfinished_runs(dirs: list[Path]) -> list[Path]:
@@ -413,7 +413,7 @@ def copy_mnist_samples(groups: list[Group], path: Path) -> Path | None:
 
 def report(dirs: list[Path], out: Path) -> str:
     """Write report.md, report.csv and the figures into ``out``; returns the Markdown table."""
-    runs, without_nll = load_runs(dirs)
+    runs, without_nll, unreadable = load_runs(dirs)
     if not runs:
         raise ReportError(f"no results.json with a test/nll under {', '.join(map(str, dirs))}")
     groups = group_runs(runs)
@@ -437,6 +437,7 @@ def report(dirs: list[Path], out: Path) -> str:
         figures.append("per-mask NLL histogram: skipped, no results.json or eval_*.json has a per_mask_nll list.")
 
     notes = [f"{path}: no test/nll (an unnormalised ensemble?), left out" for path in without_nll]
+    notes += [f"skipped {line}" for line in unreadable]
     for group in groups:
         seeds = [run.seed_value for run in group.runs]
         repeated = sorted({run.seed_label for run in group.runs if seeds.count(run.seed_value) > 1})
