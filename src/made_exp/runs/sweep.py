@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import STOPPED_BY_SIGTERM
-from made_exp.runs.atomic import write_json_atomic, write_text_atomic
+from made_exp.runs.atomic import WriteError, write_json_atomic, write_text_atomic
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.records import RecordError, read_record
 from made_exp.runs.rundir import RunDir
@@ -73,13 +73,16 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
 def _write_error(output_dir: Path, error: Exception) -> None:
     if process_rank() != 0:
         return
-    write_json_atomic(
-        RunDir(output_dir).error,
-        {
-            "error": f"{type(error).__name__}: {error}",
-            "traceback": traceback.format_exception(error),
-        },
-    )
+    try:
+        write_json_atomic(
+            RunDir(output_dir).error,
+            {
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exception(error),
+            },
+        )
+    except WriteError as unwritten:  # a full disk: the log says it, and the sweep goes on to its summary
+        log.error(str(unwritten))
 
 
 def job_summary(job_dir: Path) -> dict[str, Any]:
