@@ -408,7 +408,8 @@ def test_made_report_skips_a_corrupt_results_json_and_lists_it(tmp_path, capsys)
 @pytest.mark.slow
 def test_made_compare_skips_a_corrupt_results_json_names_it_and_still_writes_its_report(finished_run, tmp_path):
     shutil.copytree(finished_run, tmp_path / "0_seed=0")
-    corrupt = sweep_job(tmp_path / "1_seed=1", CORRUPT) / "results.json"
+    corrupt = shutil.copytree(finished_run, tmp_path / "1_seed=1") / "results.json"  # checkpoints and all
+    corrupt.write_text(CORRUPT)
     compared = subprocess.run(
         [str(BIN / "made-compare"), str(tmp_path), "--accelerator", "cpu"],
         env=environment(),
