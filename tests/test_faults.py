@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -479,6 +480,48 @@ def test_the_lock_of_a_dead_holder_on_another_host_is_taken_whatever_its_pid_mea
     assert record["host"] == socket.gethostname() and record["pid"] == os.getpid()
     release()
     assert not (tmp_path / ".resume.lock").exists()
+
+
+def test_a_lock_held_from_another_uts_and_pid_namespace_is_judged_by_its_os_lock(tmp_path):
+    """As real as two hosts get on one machine: the holder runs in its own UTS and PID namespaces (``unshare``), so
+    its host name differs and its recorded pid is 1, which here is init: alive, and unrelated."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) here")
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            f"hostname compute-node-7 && exec {sys.executable} -c "
+            f'\'from made_exp.runs.resume import lock_run; lock_run("{tmp_path}"); print("locked", flush=True); '
+            "import time; time.sleep(120)'",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if holder.stdout.readline().strip() != "locked":
+        holder.wait()
+        pytest.skip(f"cannot make UTS and PID namespaces here (needs root): {holder.stderr.read().strip()}")
+    try:
+        with pytest.raises(ConfigError, match="pid 1 on compute-node-7"):
+            lock_run(tmp_path)
+    finally:
+        holder.kill()  # --kill-child: the holder in the namespace dies with it
+        holder.wait()
+    deadline = time.monotonic() + 30  # the namespace's processes die just after unshare itself
+    while True:
+        try:
+            lock_run(tmp_path)()  # no process holds it any more: stale, although pid 1 is alive here
+            break
+        except ConfigError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_without_os_locks_a_record_from_another_host_counts_as_held(tmp_path, monkeypatch):
