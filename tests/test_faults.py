@@ -35,6 +35,7 @@ from made_exp.runs.sweep import job_summary, run_job
 BIN = Path(sys.executable).parent
 TINY = [
     "data=synthetic",
+    "data.num_train=1000",  # short epochs
     "model.hidden_sizes=[256]",  # a checkpoint of ~100 KB: far more than the disk or file-size room left below
     "logger=csv",
     "module.num_samples=0",
