@@ -88,12 +88,12 @@ def test_a_resume_that_contradicts_the_run_is_refused_before_its_record_changes(
     assert "Traceback" not in refused.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == record
 
-    (run_dir / ".resume.lock").write_text(str(os.getpid()))  # a live process holds it
+    release = lock_run(run_dir)  # a live process (this one) holds it
     locked = made_train([f"resume={run_dir}"], tmp_path)
     assert locked.returncode == 2 and "another made-train" in locked.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == record
 
-    (run_dir / ".resume.lock").unlink()
+    release()
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])  # a write cut short
     truncated = made_train([f"resume={run_dir}"], tmp_path)
@@ -102,11 +102,12 @@ def test_a_resume_that_contradicts_the_run_is_refused_before_its_record_changes(
 
 
 def saved_run(run_dir: Path, overrides: str) -> None:
-    """A stand-in run dir: ``overrides`` as its .hydra/overrides.yaml, and a last.ckpt."""
+    """A stand-in run dir: ``overrides`` as its .hydra/overrides.yaml, and a last.ckpt (MADE weights, loop state)."""
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "overrides.yaml").write_text(overrides)
     (run_dir / "checkpoints").mkdir()
-    torch.save({}, run_dir / "checkpoints" / "last.ckpt")
+    checkpoint = {"state_dict": {"model.output.weight": torch.zeros(1)}, "loops": {}}
+    torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
@@ -179,9 +180,10 @@ def test_a_finished_run_reopened_and_stopped_reads_as_unfinished_and_keeps_its_e
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / ".resume.lock").write_text(dead.stdout.strip())
-    lock_run(tmp_path)
-    assert (tmp_path / ".resume.lock").read_text() == str(os.getpid())
+    (tmp_path / ".resume.lock").write_text(dead.stdout.strip())  # an older made-train's record: a pid alone
+    release = lock_run(tmp_path)
+    assert json.loads((tmp_path / ".resume.lock").read_text())["pid"] == os.getpid()
+    release()
 
 
 def test_a_key_repeated_on_the_command_line_counts_by_its_last_value(tmp_path):

@@ -18,7 +18,6 @@ strategy, means over seeds), ``results.csv`` (one row per run and strategy) and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,7 +29,7 @@ from made_exp.errors import UserError
 from made_exp.runs.atomic import csv_text, write_json_atomic, write_text_atomic
 from made_exp.runs.config import compose_ensemble, exit_on_config_error
 from made_exp.runs.figures import legend_below, save_figure, subplots
-from made_exp.runs.records import dataset_name, results_files
+from made_exp.runs.records import RecordError, ReportError, dataset_name, read_record, results_files
 from made_exp.runs.rundir import RunDir
 
 __all__ = [
@@ -94,6 +93,20 @@ def find_runs(root: Path) -> list[Path]:
     return [path.parent for path in results_files(root)]
 
 
+def readable_runs(runs: list[Path]) -> tuple[list[Path], list[str]]:
+    """The runs whose ``results.json`` reads, and a line naming each one that does not (left as it is, skipped)."""
+    readable, skipped = [], []
+    for run_dir in runs:
+        try:
+            read_record(RunDir(run_dir).results)
+        except RecordError as error:
+            print(f"made-compare: skipped {error}", file=sys.stderr)
+            skipped.append(str(error))
+        else:
+            readable.append(run_dir)
+    return readable, skipped
+
+
 def parse_overrides(items: list[str]) -> dict[str, list[str]]:
     """``["poe.num_importance_samples=2000"]`` -> ``{"poe": ["num_importance_samples=2000"]}``."""
     overrides: dict[str, list[str]] = defaultdict(list)
@@ -116,12 +129,20 @@ def evaluate_runs(runs: list[Path], overrides: dict[str, list[str]], accelerator
         weights = checkpoint_digest(find_checkpoint(run_dir))
         for strategy in STRATEGIES:
             path = RunDir(run_dir).evaluation(strategy, overrides.get(strategy, []))
-            scored = json.loads(path.read_text()).get("weights_sha256") if path.is_file() else None
+            scored = _scored_weights(path)
             if scored == weights:
                 continue
-            why = f" ({path.name} scored other weights, or does not say which)" if path.is_file() else ""
+            why = f" ({path.name} scored other weights, does not say which, or is unreadable)" if path.is_file() else ""
             print(f"made-compare: evaluating {run_dir.name} under {strategy}{why}", file=sys.stderr)
             write_json_atomic(path, evaluate(run_dir, strategy, overrides.get(strategy, []), accelerator=accelerator))
+
+
+def _scored_weights(evaluation: Path) -> str | None:
+    """The ``weights_sha256`` an evaluation file records; None when there is none or it is unreadable (re-scored)."""
+    try:
+        return read_record(evaluation).get("weights_sha256")
+    except RecordError:
+        return None
 
 
 def training_label(config: dict) -> str:
@@ -142,9 +163,9 @@ def collect(runs: list[Path], overrides: dict[str, list[str]]) -> list[dict]:
     """One row (``CSV_FIELDS``) per run and strategy, read from the runs' evaluations under ``overrides``."""
     rows = []
     for run_dir in runs:
-        config = json.loads(RunDir(run_dir).results.read_text())["config"]
+        config = read_record(RunDir(run_dir).results)["config"]
         for strategy in STRATEGIES:
-            evaluation = json.loads(RunDir(run_dir).evaluation(strategy, overrides.get(strategy, [])).read_text())
+            evaluation = read_record(RunDir(run_dir).evaluation(strategy, overrides.get(strategy, [])))
             metrics = evaluation["metrics"]
             rows.append(
                 {
@@ -256,7 +277,9 @@ def settings_text(overrides: dict[str, list[str]]) -> str:
 def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None, accelerator: str = "auto") -> str:
     """Evaluate what is missing (on ``accelerator``), then write report.md, results.csv and nll_vs_k.png into
     ``out``; returns the table."""
-    runs, overrides = find_runs(root), overrides or {}
+    (runs, skipped), overrides = readable_runs(find_runs(root)), overrides or {}
+    if not runs:
+        raise ReportError(f"no readable results.json under {root}")
     for strategy, settings in overrides.items():
         compose_ensemble(strategy, settings)  # a bad --set fails here, before any run is evaluated
     evaluate_runs(runs, overrides, accelerator)
@@ -278,6 +301,7 @@ def compare(root: Path, out: Path, overrides: dict[str, list[str]] | None = None
                 "unnormalised NLL drops log Z <= 0 and so bounds the true NLL above. Logit average is NOT a normalised "
                 "distribution: its number is a score, not comparable with the test NLLs. "
                 f"Settings: {settings_text(overrides)}.",
+                *([f"Skipped {len(skipped)} runs:\n" + "\n".join(f"- {line}" for line in skipped)] if skipped else []),
                 table,
                 "![test NLL against K per strategy](nll_vs_k.png)",
             ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from made_exp.core.ensemble import Mixture
 from made_exp.core.packed import packed_log_prob, packed_mixture_log_prob, shape_key
 from made_exp.lightning.loading import build_datamodule, build_module
 from made_exp.lightning.module import MADEModule, divergence
+from made_exp.runs.atomic import remove_stray_temporary_files, write_torch_atomic
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.rundir import RunDir
 
@@ -155,6 +155,7 @@ class Member:
         self.error: Exception | None = None
         self.pack_size = 1  # runs in its pack (set by the launcher)
         self.train_nll = self.val_nll = math.nan
+        remove_stray_temporary_files(self.output_dir)  # left by a killed write of an earlier pack
         self._restore()
 
     def _share_data(self, loaded: list[dict[str, Tensor]]) -> None:
@@ -219,15 +220,12 @@ class Member:
         self.run.reopen()
 
     def save(self, improved: bool) -> None:
-        """Write ``last.ckpt``, and copy it to ``best.ckpt`` when this epoch is the best (one serialisation)."""
-        self.run.checkpoints.mkdir(parents=True, exist_ok=True)
-        partial = self.run.last_checkpoint.with_suffix(".partial")
-        torch.save(self.checkpoint(), partial)
+        """Write ``best.ckpt`` when this epoch is the best, then ``last.ckpt``, each atomically
+        (``made_exp.runs.atomic``)."""
+        checkpoint = self.checkpoint()
         if improved:
-            best = self.run.best_checkpoint.with_suffix(".partial-best")
-            shutil.copyfile(partial, best)
-            best.replace(self.run.best_checkpoint)
-        partial.replace(self.run.last_checkpoint)
+            write_torch_atomic(self.run.best_checkpoint, checkpoint)
+        write_torch_atomic(self.run.last_checkpoint, checkpoint)
 
 
 def _device(trainer: DictConfig) -> torch.device:

@@ -29,13 +29,15 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from made_exp.core.sampling import sample_mixture
 from made_exp.errors import STOPPED_BY_SIGINT, STOPPED_BY_SIGTERM
+from made_exp.lightning.checkpoint_io import AtomicCheckpointIO
 from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
-from made_exp.runs.atomic import write_json_atomic
+from made_exp.runs.atomic import remove_stray_temporary_files, write_json_atomic
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.images import save_sample_grid
 from made_exp.runs.provenance import git_commit
+from made_exp.runs.ranks import process_rank
 from made_exp.runs.results import run_metadata
 from made_exp.runs.rundir import RunDir
 from made_exp.runs.threads import set_job_threads
@@ -119,6 +121,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     module = build_module(cfg, datamodule.input_dim)
     if resume_from is not None:
         RunDir(output_dir).reopen()
+    if process_rank() == 0:
+        _remove_stray_temporary_files(output_dir)
     quiet_lightning()
     log.info(f"run dir: {output_dir}")
     with _ddp_ranks_join(output_dir):
@@ -128,6 +132,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             cfg.trainer,
             logger=loggers or False,
             callbacks=build_callbacks(cfg),
+            plugins=[AtomicCheckpointIO()],  # checkpoints written beside themselves, whatever $TMPDIR is
             **({} if on_a_terminal() else {"enable_progress_bar": False}),
         )
         for logger in loggers:
@@ -154,6 +159,12 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             return results
         finally:
             _finish_wandb()
+
+
+def _remove_stray_temporary_files(output_dir: Path) -> None:
+    """A run (re)starting in ``output_dir`` first removes the temporary files of a write that a kill cut short."""
+    for path in remove_stray_temporary_files(output_dir):
+        log.info(f"removed {path}, left by a write that did not finish")
 
 
 def write_results(results: dict, module: MADEModule, loggers: list, output_dir: Path) -> None:

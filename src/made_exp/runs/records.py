@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from made_exp.errors import UserError
 from made_exp.runs.rundir import RESULTS
 
-__all__ = ["ReportError", "dataset_name", "results_files", "epoch_rows"]
+__all__ = ["ReportError", "RecordError", "read_record", "dataset_name", "results_files", "epoch_rows"]
 
 
 class ReportError(UserError, ValueError):
     """Input that cannot be reported on; the message names the path."""
+
+
+class RecordError(ReportError):
+    """A run's record (``results.json``, an evaluation) that cannot be read: corrupt or cut short. The message names
+    the file; nothing rewrites it."""
+
+
+def read_record(path: Path) -> dict:
+    """The JSON object in the record ``path``; RecordError naming it when it is unreadable or not an object."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordError(f"{path}: unreadable ({error}); left as it is") from error
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: not a JSON object; left as it is")
+    return record
 
 
 def dataset_name(data: dict) -> str:

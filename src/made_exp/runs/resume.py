@@ -20,12 +20,18 @@ Examples:
 from __future__ import annotations
 
 import atexit
+import errno
+import fcntl
+import functools
+import json
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
 
 from made_exp.errors import UserErrorInJob
 from made_exp.runs.config import ConfigError
@@ -44,6 +50,7 @@ __all__ = [
 
 _RESUME_ONLY = ("resume", "overwrite")  # keys of the resuming command, not of the run
 TRAINING_BUDGET = ("trainer.max_epochs", "trainer.max_time")  # how long to train on: the resuming command's say
+_NO_OS_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)  # flock refused by the filesystem
 
 
 def override_key(override: str) -> str:
@@ -55,7 +62,18 @@ def _saved_overrides(run_dir: Path) -> list[str]:
     path = RunDir(run_dir).overrides
     if not path.is_file():
         raise ConfigError(f"resume={run_dir}: no {path} (is it a made-train run dir?)")
-    return [o for o in OmegaConf.to_container(OmegaConf.load(path)) if override_key(o) not in _RESUME_ONLY]
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        unreadable = f"{path} is unreadable ({_first_line(error)})"
+        raise ConfigError(f"resume={run_dir}: {unreadable}; nothing was changed") from None
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise ConfigError(f"resume={run_dir}: {path} is not a list of overrides; nothing was changed")
+    return [o for o in saved if override_key(o) not in _RESUME_ONLY]
+
+
+def _first_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def _value(arguments: list[str], key: str) -> str | None:
@@ -91,7 +109,25 @@ def last_checkpoint(run_dir: Path, overwrite: bool) -> Path:
         raise ConfigError(f"resume={run_dir}: no {checkpoint} to resume from (is it a made-train run dir?)")
     if RunDir(run_dir).is_finished() and not overwrite:
         raise ConfigError(f"resume={run_dir}: that run has finished (results.json); pass overwrite=true to redo it")
-    return check_checkpoint(checkpoint)
+    return _made_checkpoint(check_checkpoint(checkpoint))
+
+
+def _made_checkpoint(path: Path) -> Path:
+    """``path`` if it holds what made-train (or a pack) writes: MADE weights and a training loop's state;
+    ConfigError naming it otherwise (checked before anything in the run dir changes)."""
+    import torch  # here: a command line without resume= composes its config before torch loads
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # a pickle of anything: whatever it raises, the file is not ours
+        raise ConfigError(f"{path}: not a made-train checkpoint ({_first_line(error)}); nothing was changed") from None
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    made = isinstance(weights, dict) and any(str(name).startswith("model.") for name in weights)
+    if not made or not ("loops" in state or "packed" in state):
+        raise ConfigError(
+            f"{path}: not a made-train checkpoint (no MADE weights and training state in it); nothing was changed"
+        )
+    return path
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:
@@ -117,25 +153,111 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     return [o for o in saved if o not in arguments] + arguments
 
 
-def lock_run(run_dir: Path) -> None:
-    """Hold ``<run dir>/.resume.lock`` until this process exits; ConfigError if a live process holds it."""
+def lock_run(run_dir: Path) -> Callable[[], None]:
+    """Hold ``<run dir>/.resume.lock`` until this process exits (or the returned function is called);
+    ConfigError if another process holds it.
+
+    The lock is an OS lock (``flock``) on the file, held while this process lives, which every host sharing the
+    filesystem sees where the filesystem forwards locks (local disks, NFSv4, Lustre mounted with ``flock``); the file
+    records the holder's host, pid and start time. A lock file that no process holds is stale (its holder died),
+    whichever host wrote it, and is taken over. Where the filesystem refuses OS locks, the record decides: one from
+    this host is held while its pid lives, one from another host is held until removed by hand.
+    """
     lock = RunDir(run_dir).resume_lock
-    for _ in range(2):
+    for _ in range(3):
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _holder_alive(lock):
-                raise ConfigError(
-                    f"resume={run_dir}: another made-train (pid {lock.read_text().strip()}) is "
-                    f"resuming this run; remove {lock} if it is not"
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a process that died
-            continue
-        os.write(descriptor, str(os.getpid()).encode())
-        os.close(descriptor)
-        atexit.register(lock.unlink, missing_ok=True)
-        return
+            locked = _os_lock(descriptor)
+            if locked is False or (locked is None and _record_held(_holder(lock))):
+                raise ConfigError(_held_message(run_dir, lock, os_lock=locked is False))
+            if not _same_file(descriptor, lock):  # its holder removed it as it exited: lock the new one
+                os.close(descriptor)
+                continue
+        except BaseException:
+            os.close(descriptor)
+            raise
+        _write_holder(descriptor)
+        release = functools.partial(_release, lock, descriptor)
+        atexit.register(release)
+        return release
     raise ConfigError(f"resume={run_dir}: could not take {lock}")
+
+
+def _os_lock(descriptor: int) -> bool | None:
+    """True: this process now holds the OS lock; False: another process does; None: no OS locks here."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as error:
+        if error.errno in _NO_OS_LOCKS:
+            return None
+        raise
+    return True
+
+
+def _same_file(descriptor: int, lock: Path) -> bool:
+    try:
+        return os.fstat(descriptor).st_ino == os.stat(lock).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _write_holder(descriptor: int) -> None:
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": datetime.now().astimezone().isoformat()}
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, (json.dumps(record) + "\n").encode(), 0)
+
+
+def _release(lock: Path, descriptor: int) -> None:
+    """Remove the lock file, then let go of the OS lock (one waiting on the removed file then sees it is gone)."""
+    try:
+        if _same_file(descriptor, lock):
+            lock.unlink(missing_ok=True)
+        os.close(descriptor)
+    except OSError:  # released already
+        pass
+
+
+def _holder(lock: Path) -> dict:
+    """The lock file's record: host, pid, started; an older made-train's file holds a pid alone (this host's)."""
+    try:
+        text = lock.read_text().strip()
+    except FileNotFoundError:
+        return {}
+    if text.isdigit():
+        return {"host": socket.gethostname(), "pid": int(text)}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _record_held(holder: dict) -> bool:
+    """Without OS locks: a holder on this host is alive if its pid is; one on another host counts as alive."""
+    if not holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except (KeyError, TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _held_message(run_dir: Path, lock: Path, os_lock: bool) -> str:
+    holder = _holder(lock)
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
+    if os_lock:
+        return f"resume={run_dir}: another made-train ({who}) is resuming this run ({lock} is locked)"
+    return (
+        f"resume={run_dir}: another made-train ({who}) is resuming this run; this filesystem has no OS locks, so "
+        f"if that process is gone, remove {lock}"
+    )
 
 
 @contextmanager
@@ -150,13 +272,3 @@ def record_kept_if_refused(run_dir: Path | None) -> Iterator[None]:
         for path, content in kept.items():
             path.write_bytes(content)
         raise
-
-
-def _holder_alive(lock: Path) -> bool:
-    try:
-        os.kill(int(lock.read_text().strip()), 0)
-    except (ValueError, ProcessLookupError, FileNotFoundError):
-        return False
-    except PermissionError:
-        return True
-    return True

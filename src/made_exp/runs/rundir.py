@@ -12,7 +12,7 @@
         samples_seed<S>_n<N>.png    made-sample's grids (it never overwrites a file unless told to)
         wandb_id.txt                the W&B run id, so a resumed run continues it
         mlflow_run.json             the MLflow run id and store, likewise
-        .resume.lock                the pid of the made-train resuming the run, while it runs
+        .resume.lock                host, pid and start of the made-train resuming the run (locked while it runs)
 
 Examples:
     >>> RunDir("logs/run").last_checkpoint.as_posix()

@@ -36,6 +36,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
+from made_exp.runs.atomic import write_text_atomic
 from made_exp.runs.config import ConfigError
 
 __all__ = [
@@ -271,7 +272,8 @@ def write_best(study: optuna.Study, path: Path) -> None:
         log.warning(f"no trial of study {study.study_name!r} finished; {path.name} not written")
         return
     best = study.best_trial
-    path.write_text(
+    write_text_atomic(
+        path,
         yaml.safe_dump(
             {
                 "name": "optuna",
@@ -281,6 +283,6 @@ def write_best(study: optuna.Study, path: Path) -> None:
                 "best_params": best.params,
             },
             sort_keys=False,
-        )
+        ),
     )
     log.info(f"best trial {best.number}: {best.value:.4f} with {best.params} ({path})")

@@ -17,7 +17,6 @@ Rerun a sweep, skipping what finished; or train every job of it on:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -30,8 +29,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from made_exp.errors import STOPPED_BY_SIGTERM, UserError
-from made_exp.runs.atomic import write_json_atomic
+from made_exp.runs.atomic import WriteError, write_json_atomic, write_text_atomic
 from made_exp.runs.ranks import process_rank
+from made_exp.runs.records import RecordError, read_record
 from made_exp.runs.rundir import RunDir
 
 __all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
@@ -46,8 +46,12 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
     output_dir = Path(cfg.paths.output_dir)
     run = RunDir(output_dir)
     if run.is_finished() and not cfg.get("overwrite", False):
+        try:
+            metrics = read_record(run.results).get("metrics") or {}
+        except RecordError as error:  # left for the person to look at: the summary lists it
+            log.error(f"{output_dir.name}: job skipped: {error}")
+            return math.nan
         log.info(f"{output_dir.name}: {run.results.name} present, job skipped")
-        metrics = json.loads(run.results.read_text())["metrics"]
         return metrics.get("val/best_nll", math.nan)
     run.error.unlink(missing_ok=True)  # a rerun replaces the record of an earlier failure
     last = run.last_checkpoint
@@ -71,13 +75,16 @@ def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
 def _write_error(output_dir: Path, error: Exception) -> None:
     if process_rank() != 0:
         return
-    write_json_atomic(
-        RunDir(output_dir).error,
-        {
-            "error": f"{type(error).__name__}: {error}",
-            "traceback": traceback.format_exception(error),
-        },
-    )
+    try:
+        write_json_atomic(
+            RunDir(output_dir).error,
+            {
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exception(error),
+            },
+        )
+    except WriteError as unwritten:  # a full disk: the log says it, and the sweep goes on to its summary
+        log.error(str(unwritten))
 
 
 def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
@@ -92,10 +99,16 @@ def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
         "status": "incomplete",
     }
     if run.is_finished():
-        metrics = json.loads(run.results.read_text())["metrics"]
+        try:
+            metrics = read_record(run.results).get("metrics") or {}
+        except RecordError as error:
+            return {**row, "status": "failed", "error": f"{error} (move it away and rerun to redo the job)"}
         row.update(status="finished", metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
     elif run.error.is_file():
-        row.update(status="failed", error=json.loads(run.error.read_text())["error"])
+        try:
+            row.update(status="failed", error=str(read_record(run.error).get("error")))
+        except RecordError as error:
+            row.update(status="failed", error=str(error))
     return row
 
 
@@ -122,7 +135,7 @@ def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         error = row.get("error", "").replace("|", "\\|").replace("\n", " ")
         cells = [str(row["job"]), row["status"], " ".join(row["overrides"]), *values, error]
         lines.append(f"| {' | '.join(cells)} |")
-    (sweep_dir / "sweep_summary.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(sweep_dir / "sweep_summary.md", "\n".join(lines) + "\n")
     return jobs
 
 
