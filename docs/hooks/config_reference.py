@@ -127,18 +127,19 @@ def _default(parent: DictConfig, name: str) -> str:
     node = parent._get_node(name)
     if node._is_missing():
         return "??? (set by made-train)"
-    return _spelled(_plain(parent, name))
+    return spelled(_plain(parent, name))
 
 
-def _spelled(value: object) -> str:
+def spelled(value: object) -> str:
+    """A value as a Hydra override spells it: ``null``, ``true``, ``[500,500]``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return "[" + ",".join(_spelled(item) for item in value) + "]"
+        return "[" + ",".join(spelled(item) for item in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_spelled(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {spelled(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

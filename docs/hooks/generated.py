@@ -52,18 +52,7 @@ def default_value(key: str, overrides: tuple[str, ...] = ()) -> str:
         raise PluginError(f"[[default {key}]]: no key {key!r} in made-train's config (overrides: {list(overrides)})")
     if isinstance(value, DictConfig):
         raise PluginError(f"[[default {key}]]: {key!r} is a group of keys, not one value")
-    return _spelled(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
-
-
-def _spelled(value: object) -> str:
-    """A value as a Hydra override spells it: ``null``, ``true``, ``[500,500]``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ",".join(_spelled(item) for item in value) + "]"
-    return str(value)
+    return config_reference.spelled(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
 
 
 def expand_defaults(markdown: str) -> str:
