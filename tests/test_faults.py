@@ -402,8 +402,8 @@ def test_made_report_skips_a_corrupt_results_json_and_lists_it(tmp_path, capsys)
     sweep_job(tmp_path / "1_seed=1", CORRUPT)
     main([str(tmp_path)])
     corrupt = tmp_path / "1_seed=1" / "results.json"
-    assert f"made-report: skipped {corrupt}: unreadable" in capsys.readouterr().err
-    assert f"skipped {corrupt}: unreadable" in (tmp_path / "report.md").read_text()
+    assert f"made-report: {corrupt}: unreadable results.json" in capsys.readouterr().err
+    assert f"{corrupt}: unreadable results.json" in (tmp_path / "report.md").read_text()
     assert corrupt.read_text() == CORRUPT
 
 
