@@ -119,6 +119,12 @@ def test_saved_overrides_come_first_and_new_keys_are_kept(tmp_path):
     assert resume_arguments(["data=dna"]) == ["data=dna"]
 
 
+def test_saved_overrides_go_after_hydras_options(tmp_path):
+    saved_run(tmp_path, "- model.num_masks=4\n")
+    arguments = resume_arguments(["--config-dir", "my_conf", f"resume={tmp_path}"])
+    assert arguments == ["--config-dir", "my_conf", "model.num_masks=4", f"resume='{tmp_path}'"]
+
+
 def test_a_resume_may_set_the_training_budget_anew_and_nothing_else(tmp_path):
     saved_run(tmp_path, "- data=dna\n- trainer.max_epochs=236\n")
     arguments = resume_arguments([f"resume={tmp_path}", "trainer.max_epochs=3000", "+trainer.max_time=00:02:00:00"])

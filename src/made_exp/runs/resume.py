@@ -131,8 +131,9 @@ def _made_checkpoint(path: Path) -> Path:
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:
-    """Command-line ``arguments`` with the resumed run's saved overrides put first (unchanged without ``resume=``),
-    after checking that the run can be resumed; ConfigError when an argument sets a saved key to another value."""
+    """Command-line ``arguments`` with the resumed run's saved overrides put first, after any of Hydra's options
+    (unchanged without ``resume=``), after checking that the run can be resumed; ConfigError when an argument sets
+    a saved key to another value."""
     run_dir = resumed_run(arguments)
     if run_dir is None:
         return arguments
@@ -150,7 +151,9 @@ def resume_arguments(arguments: list[str]) -> list[str]:
             )
     saved = [o for o in saved if not (override_key(o) in TRAINING_BUDGET and override_key(o) in given_by_key)]
     arguments = [hydra_resume_argument(resume) if override_key(a) == "resume" else a for a in arguments]
-    return [o for o in saved if o not in arguments] + arguments
+    # after Hydra's options (--config-dir DIR, --cfg job, ...): argparse takes them only before the overrides
+    first_override = next((i for i, a in enumerate(arguments) if "=" in a and not a.startswith("-")), len(arguments))
+    return [*arguments[:first_override], *(o for o in saved if o not in arguments), *arguments[first_override:]]
 
 
 def lock_run(run_dir: Path) -> Callable[[], None]:
