@@ -49,12 +49,17 @@ def _blocks(lines: list[str], page: str) -> list[Block]:
         end = index + 1
         while end < len(lines) and not re.fullmatch(rf"\s*{ticks}`*\s*", lines[end]):
             end += 1
-        code = "\n".join(line[indent:] if line[:indent].isspace() else line.lstrip() for line in lines[index + 1 : end])
+        code = "\n".join(_outdented(line, indent) for line in lines[index + 1 : end])
         above = SKIP.search(lines[index - 1]) if index else None
         lang = opening["lang"] if not opening["options"] else f"{opening['lang']} {opening['options']}"
         blocks.append(Block(page, index + 1, lang, code + "\n", above["reason"] if above else None))
         index = end + 1
     return blocks
+
+
+def _outdented(line: str, indent: int) -> str:
+    """A block's line without the fence's own indentation (a list item's block); its own indentation kept."""
+    return line[indent:] if line[:indent].isspace() or not indent else line.lstrip()
 
 
 __all__ = ["Block", "REPO", "doc_pages", "runnable_blocks"]

@@ -208,6 +208,7 @@ def test_blocks_are_found_with_their_skip_marks(tmp_path, monkeypatch):
     (tmp_path / "page.md").write_text(
         "text\n```bash\necho one\n```\n<!-- docs-test: skip: needs a GPU -->\n```bash\nnvidia-smi\n```\n"
         '```python exec="on"\nprint(1)\n```\n- item\n\n    ```python\n    x = 1\n    ```\n```text\nout\n```\n'
+        "```python\nfor n in (1, 2):\n    print(n)\n```\n"
     )
     monkeypatch.setattr(docs_blocks, "REPO", tmp_path)
     blocks = docs_blocks.runnable_blocks("page.md")
@@ -215,6 +216,7 @@ def test_blocks_are_found_with_their_skip_marks(tmp_path, monkeypatch):
         (2, "bash", "echo one\n", None),
         (6, "bash", "nvidia-smi\n", "needs a GPU"),
         (14, "python", "x = 1\n", None),
+        (20, "python", "for n in (1, 2):\n    print(n)\n", None),  # its own indentation kept
     ]
 
 
