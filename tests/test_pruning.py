@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import instantiate
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import compose_train
-from made_exp.lightning.pruning import TrialPruning
+from made_exp.lightning.pruning import TrialPruning, check_single_process
 from made_exp.runs.config import ConfigError
 from made_exp.runs.pruning import check_launcher, choose_pruner, open_trial
 from made_exp.runs.search import open_study, run_search
@@ -62,8 +63,9 @@ def validation_end(callback: TrialPruning, value: float, epoch: int) -> SimpleNa
     return trainer
 
 
-def test_the_callback_reports_each_epoch_to_its_trial_and_stops_when_pruned(tmp_path):
-    storage = sqlite(tmp_path / "optuna.db")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_the_callback_reports_each_epoch_to_its_trial_and_stops_when_pruned(tmp_path, kind):
+    storage = sqlite(tmp_path / "optuna.db") if kind == "sqlite" else f"journal:{tmp_path / 'optuna.journal'}"
     study = open_study("s", storage, "minimize", tpe, seed=0)
     study.ask(SPACE)
     callback = TrialPruning(open_trial("s", storage, optuna.pruners.ThresholdPruner(upper=90.0), 0))
@@ -81,6 +83,15 @@ def test_a_trial_finished_in_the_study_is_not_reported_to_again(tmp_path):
     assert not validation_end(callback, 95.0, 0).should_stop and not callback.pruned
     assert not validation_end(callback, 95.0, 1).should_stop
     assert study.trials[0].state == TrialState.PRUNED and study.trials[0].intermediate_values == {}
+
+
+def test_a_trial_of_several_processes_is_refused_before_fit(tmp_path):
+    callback = TrialPruning(trial=None)
+    ddp = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", callbacks=[callback], logger=False)
+    with pytest.raises(ConfigError, match=r"prunes trials of one process, not this one of 2 \(DDP\)"):
+        check_single_process(ddp)
+    check_single_process(pl.Trainer(accelerator="cpu", devices=1, callbacks=[callback], logger=False))
+    check_single_process(pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False))  # no pruner
 
 
 def test_a_job_whose_results_say_pruned_is_told_pruned(tmp_path):

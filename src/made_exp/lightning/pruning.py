@@ -3,7 +3,8 @@
 ``trial_pruning()`` gives the callback for a job of an Optuna search with a pruner (None otherwise): after each
 validation epoch it reports ``val/nll`` to the job's trial (job number = trial number) and, if the pruner says so,
 stops training at the end of that epoch. The run then tests its best checkpoint and writes ``results.json`` with
-``stopped_by: pruned``, as any run; its checkpoints stay.
+``stopped_by: pruned``, as any run; its checkpoints stay. A trial of several processes (DDP) is refused before it
+starts (``check_single_process``): its ranks would have to stop together.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 
+from made_exp.runs.config import ConfigError
+
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["TrialPruning", "trial_pruning"]
+__all__ = ["TrialPruning", "trial_pruning", "check_single_process"]
 
 log = logging.getLogger("made_exp")
 
@@ -64,3 +67,12 @@ def trial_pruning() -> TrialPruning | None:
 
     pruner = instantiate(sweeper.pruners[name])
     return TrialPruning(open_trial(sweeper.study_name, sweeper.storage, pruner, HydraConfig.get().job.num))
+
+
+def check_single_process(trainer: pl.Trainer) -> None:
+    """Refuse a pruned trial of several processes (DDP), before fit starts them: only this one reports."""
+    if trainer.world_size > 1 and any(isinstance(callback, TrialPruning) for callback in trainer.callbacks):
+        raise ConfigError(
+            f"hydra.sweeper.pruner prunes trials of one process, not this one of {trainer.world_size} (DDP); "
+            "set trainer.devices=1 and trainer.num_nodes=1, or hydra.sweeper.pruner=none"
+        )

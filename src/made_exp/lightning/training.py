@@ -32,7 +32,7 @@ from made_exp.errors import STOPPED_BY_SIGINT, STOPPED_BY_SIGTERM
 from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
-from made_exp.lightning.pruning import TrialPruning, trial_pruning
+from made_exp.lightning.pruning import TrialPruning, check_single_process, trial_pruning
 from made_exp.runs.atomic import write_json_atomic
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.images import save_sample_grid
@@ -133,6 +133,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             callbacks=build_callbacks(cfg),
             **({} if on_a_terminal() else {"enable_progress_bar": False}),
         )
+        check_single_process(trainer)  # before fit starts any DDP rank
         for logger in loggers:
             if not (continued_mlflow and isinstance(logger, MLFlowLogger)):  # MLflow refuses a param's new value
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
