@@ -1,6 +1,7 @@
 """Pruning a search's trials (hydra.sweeper.pruner, made_exp.runs.pruning, made_exp.lightning.pruning): the pruner
 options, the callback reporting val/nll and stopping a pruned trial, the sweeper telling it PRUNED, the sweep summary;
-end to end through made-train under the basic and parallel launchers, and the packed launcher's refusal. The pruner
+end to end through made-train under the basic, parallel and local_queue launchers (SLURM: tests/test_slurm.py), a
+rerun, and the packed launcher's refusal. The pruner
 decision is deterministic: a ThresholdPruner that every val/nll crosses prunes every trial at its first epoch."""
 
 import json
@@ -130,15 +131,21 @@ def results(sweep: Path) -> dict[int, dict]:
     return {int(path.parent.name.split("_")[0]): json.loads(path.read_text()) for path in sweep.glob("*/results.json")}
 
 
-@pytest.mark.slow
-@needs_data
-@pytest.mark.parametrize("launcher", ["basic", "parallel"])
-def test_pruned_trials_stop_keep_their_run_and_are_pruned_in_the_study_and_summary(tmp_path, launcher):
+def pruned_search(tmp_path: Path, launcher: str) -> tuple[Path, list[str]]:
+    """A search of 2 trials (3 epochs at most) that a pruner stops after their first epoch; its sweep dir and the
+    command line without the pruner."""
     sweep = tmp_path / "sweep"
     args = [*TINY_SEARCH, "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}", f"hydra/launcher={launcher}"]
     first = made_train([*args, ALWAYS, "hydra.sweeper.pruner=always", "hydra.sweeper.n_trials=2"], tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return sweep, args
 
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("launcher", ["basic", "parallel", "local_queue"])
+def test_pruned_trials_stop_keep_their_run_and_are_pruned_in_the_study_and_summary(tmp_path, launcher):
+    sweep, _ = pruned_search(tmp_path, launcher)
     study = optuna.load_study(study_name="train", storage=sqlite(sweep / "optuna.db"))
     assert [trial.state for trial in study.trials] == [TrialState.PRUNED] * 2
     runs = results(sweep)
@@ -146,16 +153,25 @@ def test_pruned_trials_stop_keep_their_run_and_are_pruned_in_the_study_and_summa
     for trial in study.trials:  # epoch 0 was reported, then the trial stopped; it was still tested
         assert trial.intermediate_values == {0: pytest.approx(runs[trial.number]["metrics"]["val/best_nll"])}
         assert math.isfinite(runs[trial.number]["metrics"]["test/nll"])
-    assert all((job / "checkpoints" / "last.ckpt").is_file() for job in sweep.iterdir() if job.is_dir())
+    assert all((job / "checkpoints" / "last.ckpt").is_file() for job in sweep.iterdir() if (job / ".hydra").is_dir())
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert (summary["pruned"], summary["finished"], summary["failed"]) == (2, 0, 0)
 
-    # a rerun without the pruner continues the study: the pruned trials stay pruned, the new one trains on
-    rerun = made_train([*args, "hydra.sweeper.n_trials=3"], tmp_path)
+
+@pytest.mark.slow
+@needs_data
+def test_a_rerun_continues_a_study_with_pruned_trials_and_leaves_them_pruned(tmp_path):
+    sweep, args = pruned_search(tmp_path, "basic")
+    before = {path: path.stat().st_mtime_ns for path in sweep.glob("*/results.json")}
+    # the median pruner prunes nothing before 5 trials completed: the new trial trains to max_epochs
+    rerun = made_train([*args, "hydra.sweeper.pruner=median", "hydra.sweeper.n_trials=3"], tmp_path)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     study = optuna.load_study(study_name="train", storage=sqlite(sweep / "optuna.db"))
     assert [trial.state for trial in study.trials] == [TrialState.PRUNED] * 2 + [TrialState.COMPLETE]
+    assert [len(trial.intermediate_values) for trial in study.trials] == [1, 1, 3]
     assert (results(sweep)[2]["stopped_by"], results(sweep)[2]["epochs"]) == ("max_epochs", 3)
+    assert {path: path.stat().st_mtime_ns for path in before} == before  # the pruned runs were left as they were
+    assert json.loads((sweep / "sweep_summary.json").read_text())["pruned"] == 2
 
 
 @pytest.mark.slow
