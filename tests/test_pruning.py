@@ -1,8 +1,8 @@
 """Pruning a search's trials (hydra.sweeper.pruner, made_exp.runs.pruning, made_exp.lightning.pruning): the pruner
 options, the callback reporting val/nll and stopping a pruned trial, the sweeper telling it PRUNED, the sweep summary;
 end to end through made-train under the basic, parallel and local_queue launchers (SLURM: tests/test_slurm.py), a
-rerun, and the packed launcher's refusal. The pruner
-decision is deterministic: a ThresholdPruner that every val/nll crosses prunes every trial at its first epoch."""
+rerun, and the packed launcher's refusal. The pruner decision is deterministic: a ThresholdPruner that every val/nll
+crosses prunes every trial at its first epoch."""
 
 import json
 import math
