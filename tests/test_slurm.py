@@ -226,6 +226,31 @@ def test_optuna_trials_run_as_slurm_jobs_of_one_study_none_proposed_twice(slurm_
 
 @pytest.mark.slow
 @needs_data
+def test_a_pruned_trial_stops_in_its_slurm_job_and_is_pruned_in_the_study(slurm_cluster, tmp_path):
+    """Each SLURM job opens its own trial in the sweep dir's SQLite and reports to it (tests/test_pruning.py)."""
+    search = [
+        "hydra/sweeper=optuna_tpe",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "+hydra.sweeper.pruners.always={_target_:optuna.pruners.ThresholdPruner,upper:0.0}",  # every val/nll > 0
+        "hydra.sweeper.pruner=always",
+        *TINY,  # 2 epochs: a pruned trial stops after 1
+        "module.num_samples=0",
+    ]
+    result = on_slurm(slurm_cluster, search, tmp_path)
+    assert result.returncode == 0, output(result)
+    sweep = sweep_dir(tmp_path)
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{sweep / 'optuna.db'}")
+    assert [trial.state for trial in study.trials] == [TrialState.PRUNED] * 2
+    assert all(len(trial.intermediate_values) == 1 for trial in study.trials)
+    for job in job_dirs(sweep):
+        results = json.loads((job / "results.json").read_text())
+        assert (results["stopped_by"], results["epochs"]) == ("pruned", 1)
+    assert json.loads((sweep / "sweep_summary.json").read_text())["pruned"] == 2
+
+
+@pytest.mark.slow
+@needs_data
 def test_the_launchers_defaults_fit_a_cpu_only_cluster_and_a_refused_request_is_one_line(slurm_cluster, tmp_path):
     defaults = ["-m", "hydra/launcher=slurm", "logger=csv", "hydra.sweep.subdir=${hydra.job.num}", *TINY]
     result = made_train([*defaults, "trainer.max_epochs=1"], tmp_path / "fits", env=slurm_cluster.env)

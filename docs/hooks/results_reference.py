@@ -27,7 +27,8 @@ RESULTS = {
     "per_mask_nll": "The test NLL of each mask of the test mixture on its own (nats), one per mask; empty when "
     "the ensemble does not score masks one by one.",
     "epochs": "The epochs trained (Lightning's `current_epoch` at the end of fitting).",
-    "stopped_by": "What ended training: `early_stopping` (the paper's protocol), `max_epochs`, `max_time` or `other`.",
+    "stopped_by": "What ended training: `early_stopping` (the paper's protocol), `max_epochs`, `max_time`, `pruned` "
+    "(a search's pruner, see how-to/pruning.md) or `other`.",
     "best_checkpoint": "The checkpoint tested: the epoch with the best `val/nll` (`checkpoints/best.ckpt`).",
     **METADATA,
 }

@@ -26,10 +26,13 @@ class MadeOptunaSweeper(Sweeper):
         seed: int | None,
         sampler: Callable[..., Any],
         params: DictConfig | None = None,
+        pruner: str | None = None,
+        pruners: dict[str, Any] | None = None,
     ) -> None:
         self.study_name, self.storage, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.sampler = sampler
+        self.pruner, self.pruners = pruner, dict(pruners or {})  # pruners: by name, instantiated by Hydra
         self.params = OmegaConf.to_container(params) if params is not None else {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -39,13 +42,15 @@ class MadeOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list:
-        from made_exp.runs import search
+        from made_exp.runs import pruning, search
 
         # bad settings raise ConfigError, which made-train reports in one line (exit 2)
         search.check_batches(self.n_trials, self.n_jobs)
+        pruner = pruning.choose_pruner(self.pruner, self.pruners)
+        pruning.check_launcher(self.pruner, self.config.hydra.launcher._target_)
         distributions, fixed = search.search_space(self.params, arguments)
         with search.storage_errors(self.storage):  # one line naming the cause: driver, server, read-only file
-            study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed)
+            study = search.open_study(self.study_name, self.storage, self.direction, self.sampler, self.seed, pruner)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

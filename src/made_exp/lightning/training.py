@@ -33,6 +33,7 @@ from made_exp.lightning.checkpoint_io import AtomicCheckpointIO
 from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
+from made_exp.lightning.pruning import TrialPruning, check_single_process, trial_pruning
 from made_exp.runs.atomic import remove_stray_temporary_files, write_json_atomic
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.images import save_sample_grid
@@ -98,10 +99,12 @@ def _wandb_run(output_dir: Path) -> dict:
 
 
 def build_callbacks(cfg: DictConfig) -> list:
-    """The config's callbacks, without the progress bar where no terminal shows it, and the epoch log."""
+    """The config's callbacks, without the progress bar where no terminal shows it, the epoch log, and the
+    pruning of a search's trial (``hydra.sweeper.pruner``)."""
     nodes = (cfg.get("callbacks") or {}).values()
     shown = [node for node in nodes if on_a_terminal() or not node._target_.endswith("ProgressBar")]
-    return [*(instantiate(node) for node in shown), EpochLog()]
+    pruning = trial_pruning()
+    return [*(instantiate(node) for node in shown), EpochLog(), *([pruning] if pruning is not None else [])]
 
 
 def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
@@ -135,6 +138,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             plugins=[AtomicCheckpointIO()],  # checkpoints written beside themselves, whatever $TMPDIR is
             **({} if on_a_terminal() else {"enable_progress_bar": False}),
         )
+        check_single_process(trainer)  # before fit starts any DDP rank
         for logger in loggers:
             if not (continued_mlflow and isinstance(logger, MLFlowLogger)):  # MLflow refuses a param's new value
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -243,8 +247,10 @@ def _sample_grid(module: MADEModule, path: Path) -> Path | None:
 
 
 def _stopped_by(trainer: pl.Trainer) -> str:
-    """What ended training: early_stopping (the paper's protocol), max_time, max_epochs or other (e.g. a step cap);
-    signals end the process instead (``_stopped_by_signals``)."""
+    """What ended training: pruned (a search's pruner), early_stopping (the paper's protocol), max_time, max_epochs
+    or other (e.g. a step cap); signals end the process instead (``_stopped_by_signals``)."""
+    if any(isinstance(callback, TrialPruning) and callback.pruned for callback in trainer.callbacks):
+        return "pruned"
     early_stopping = trainer.early_stopping_callback
     if early_stopping is not None and early_stopping.stopped_epoch > 0:
         return "early_stopping"

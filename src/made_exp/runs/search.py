@@ -3,7 +3,8 @@
 The sweeper (``hydra_plugins.made_optuna_sweeper``) opens the study, asks Optuna for a batch of
 ``n_jobs`` trials, launches them through the configured Hydra launcher (job number = trial
 number, so job dirs never collide between workers) and tells Optuna their values. A job that
-returns NaN or raises is told as failed; the search goes on.
+returns NaN or raises is told as failed; the search goes on. A job that its trial's pruner stopped
+(``results.json``'s ``stopped_by: pruned``, ``made_exp.runs.pruning``) is told as pruned.
 
 - Storage: a journal file (``journal:<path>``, shared through a file lock) or any SQLAlchemy URL; the study is
   created or, when it exists, continued.
@@ -17,6 +18,7 @@ returns NaN or raises is told as failed; the search goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -33,11 +35,13 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
 from made_exp.runs.atomic import write_text_atomic
 from made_exp.runs.config import ConfigError
+from made_exp.runs.rundir import RunDir
 
 __all__ = [
     "search_space",
@@ -49,9 +53,11 @@ __all__ = [
     "check_batches",
     "run_search",
     "write_best",
+    "PRUNED",
 ]
 
 log = logging.getLogger(__name__)
+PRUNED = "pruned"  # results.json's stopped_by for a trial its pruner stopped (lightning.training._stopped_by)
 JOURNAL = "journal:"  # hydra.sweeper.storage=journal:<path>: Optuna's JournalStorage on a file
 
 # launch(overrides per job, number of the first job) -> one JobReturn per job
@@ -89,10 +95,15 @@ def _distribution(override: Override) -> BaseDistribution:
 
 
 def open_study(
-    study_name: str, storage: str, direction: str, sampler: Callable[..., optuna.samplers.BaseSampler], seed: int | None
+    study_name: str,
+    storage: str,
+    direction: str,
+    sampler: Callable[..., optuna.samplers.BaseSampler],
+    seed: int | None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> optuna.Study:
     """Create the study in ``storage`` (see ``study_storage``), or load it if it exists, with its sampler seeded
-    for this worker (``sampler(seed=...)``)."""
+    for this worker (``sampler(seed=...)``) and ``pruner`` (None: Optuna's default)."""
     opened, shown = study_storage(storage)
     trials_before = _count_trials(opened, study_name)
     study = optuna.create_study(
@@ -101,6 +112,7 @@ def open_study(
         direction=direction,
         load_if_exists=True,
         sampler=sampler(seed=sampler_seed(seed, trials_before)),
+        pruner=pruner,
     )
     log.info(f"study {study_name!r} in {shown}: {trials_before} trials so far")
     return study
@@ -249,6 +261,9 @@ def _launch_and_tell(study: optuna.Study, trials: list[Trial], fixed: list[str],
         if value is None:
             study.tell(trial, state=TrialState.FAIL)
             log.warning(f"trial {trial.number} failed: {' '.join(job_overrides)}")
+        elif _pruned(job):
+            study.tell(trial, state=TrialState.PRUNED)  # Optuna keeps its last reported val/nll as its value
+            log.info(f"trial {trial.number} pruned: {' '.join(job_overrides)}")
         else:
             study.tell(trial, value)
     return list(returns)
@@ -264,6 +279,15 @@ def _value(job: JobReturn) -> float | None:
         return None
     value = float(job.return_value)
     return value if math.isfinite(value) else None
+
+
+def _pruned(job: JobReturn) -> bool:
+    """Whether ``job`` ran a trial that its pruner stopped (its ``results.json`` says so)."""
+    output_dir = OmegaConf.select(job.hydra_cfg, "hydra.runtime.output_dir") if job.hydra_cfg is not None else None
+    if output_dir is None:
+        return False
+    results = RunDir(output_dir).results
+    return results.is_file() and json.loads(results.read_text()).get("stopped_by") == PRUNED
 
 
 def write_best(study: optuna.Study, path: Path) -> None:

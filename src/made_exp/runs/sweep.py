@@ -8,7 +8,7 @@ raises leaves ``error.json`` and returns NaN (Optuna records the trial as failed
 stopping the sweep; one stopped by SIGTERM (``scancel``) returns NaN and stays incomplete.
 ``SweepSummary`` (a Hydra callback, ``hydra.callbacks`` in ``conf/train.yaml``) then writes
 ``sweep_summary.json`` and ``sweep_summary.md`` in the sweep dir, one row per job, and exits with
-status 1 if a job failed or is incomplete.
+status 1 if a job failed or is incomplete (a search's pruned trial is neither: it finished early, by design).
 
 Rerun a sweep, skipping what finished; or train every job of it on:
     made-train -m <same overrides> hydra.sweep.dir=logs/train/multiruns/<sweep>
@@ -39,6 +39,8 @@ __all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
 log = logging.getLogger(__name__)
 
 SHOWN_METRICS = ("val/best_nll", "test/nll")
+STATUSES = ("finished", "pruned", "failed", "incomplete")
+DONE = ("finished", "pruned")  # statuses that do not fail the sweep
 
 
 def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
@@ -88,7 +90,7 @@ def _write_error(output_dir: Path, error: Exception) -> None:
 
 
 def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
-    """One job of a sweep: number, overrides, status (finished/failed/incomplete), metrics or error; its dir
+    """One job of a sweep: number, overrides, status (finished/pruned/failed/incomplete), metrics or error; its dir
     relative to ``sweep_dir`` when given."""
     run = RunDir(job_dir)
     hydra_cfg = OmegaConf.load(run.hydra_config).hydra
@@ -100,10 +102,12 @@ def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
     }
     if run.is_finished():
         try:
-            metrics = read_record(run.results).get("metrics") or {}
+            results = read_record(run.results)
         except RecordError as error:
             return {**row, "status": "failed", "error": f"{error} (move it away and rerun to redo the job)"}
-        row.update(status="finished", metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
+        status = "pruned" if results.get("stopped_by") == "pruned" else "finished"  # search.PRUNED
+        metrics = results.get("metrics") or {}
+        row.update(status=status, metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
     elif run.error.is_file():
         try:
             row.update(status="failed", error=str(read_record(run.error).get("error")))
@@ -119,7 +123,7 @@ def write_sweep_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         path.parent.parent for path in sweep_dir.glob("**/.hydra/hydra.yaml") if path.parent.parent != sweep_dir
     ]
     jobs = sorted((job_summary(job_dir, sweep_dir) for job_dir in job_dirs), key=lambda row: row["job"])
-    counts = {status: sum(row["status"] == status for row in jobs) for status in ("finished", "failed", "incomplete")}
+    counts = {status: sum(row["status"] == status for row in jobs) for status in STATUSES}
     write_json_atomic(sweep_dir / "sweep_summary.json", {"sweep_dir": str(sweep_dir), **counts, "jobs": jobs})
     lines = [
         f"# Sweep {sweep_dir.name}",
@@ -145,7 +149,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = write_sweep_summary(Path(config.hydra.sweep.dir))
-        unfinished = [f"{row['dir']} ({row['status']})" for row in jobs if row["status"] != "finished"]
+        unfinished = [f"{row['dir']} ({row['status']})" for row in jobs if row["status"] not in DONE]
         if unfinished:
             # after every job ran and the summary is written: the sweep's exit status says it is not all done
             log.error(
