@@ -36,7 +36,7 @@ def docs_env(tmp_path_factory) -> dict[str, str]:
         WANDB_MODE="offline",
         MPLBACKEND="Agg",
         OMP_NUM_THREADS="1",  # one torch thread a command: on a busy 2-core machine two threads can run 25x slower
-        MADE_DATA_DIR=DATA_DIR or "",
+        MADE_DATA_DIR=os.path.abspath(DATA_DIR) if DATA_DIR else "",  # the blocks run elsewhere: ../shared/data
     )
     return env
 
@@ -110,8 +110,10 @@ def test_the_build_runs_markdown_exec_blocks_outside_the_checkout(tmp_path, monk
     import workdir
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MADE_DATA_DIR", "data")  # relative, as in MADE_DATA_DIR=../shared/data make docs
     workdir.on_pre_build(config=None)
     inside = Path.cwd()
+    assert os.environ["MADE_DATA_DIR"] == str(tmp_path / "data")
     workdir.on_post_build(config=None)
     assert inside != tmp_path and REPO not in inside.parents and not inside.exists()
     assert Path.cwd() == tmp_path
