@@ -4,6 +4,9 @@ with requeue and resume, ``scancel`` and a rerun, and threads per task."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from optuna.trial import TrialState
 
+from docs_blocks import runnable_blocks
+from docs_tiny import install_wrappers
 from made_exp.lightning.loading import load_run
 from slurm_cluster import ClusterUnavailable, SlurmCluster, start, stop
 from test_scaleout import TINY, job_dirs, made_train, needs_data, only, sweep_dir
@@ -260,3 +265,40 @@ def test_the_launchers_defaults_fit_a_cpu_only_cluster_and_a_refused_request_is_
     errors = [line for line in refused.stderr.splitlines() if "made-train: error:" in line]
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, output(refused)
     assert len(errors) == 1 and "gres" in errors[0] and "hydra.launcher.gpus_per_node" in errors[0]
+
+
+DOCS_ON_THE_CLUSTER = "tests/test_slurm.py runs this block on a single-node one"
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_docs_slurm_blocks_run_on_the_cluster(slurm_cluster, tmp_path):
+    """The docs' SLURM commands that need only a cluster (marked so for tests/test_docs.py) run here, in page order,
+    with the docs' tiny settings (tests/docs_tiny.py)."""
+    blocks = [
+        block
+        for page in ("docs/tutorials/laptop-to-slurm.md", "docs/how-to/resume.md")
+        for block in runnable_blocks(page)
+        if block.skip_reason and DOCS_ON_THE_CLUSTER in block.skip_reason
+    ]
+    assert len(blocks) == 3
+    wrappers = install_wrappers(tmp_path / "bin")
+    env = {
+        **slurm_cluster.env,
+        "PATH": os.pathsep.join([str(wrappers), str(Path(sys.executable).parent), slurm_cluster.env["PATH"]]),
+        "MADE_DATA_DIR": os.path.abspath(os.environ["MADE_DATA_DIR"]),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    for block in blocks:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block.code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"{block.page}:{block.line}\n{block.code}{output(done)}"
+    summaries = [json.loads(path.read_text()) for path in tmp_path.glob("sweeps/*/sweep_summary.json")]
+    assert summaries and all(summary["failed"] == summary["incomplete"] == 0 for summary in summaries)
