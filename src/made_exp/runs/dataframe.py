@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from made_exp.runs.config import TrainSchema
-from made_exp.runs.records import ReportError
+from made_exp.runs.records import RecordError, ReportError, read_record
 from made_exp.runs.rundir import RESULTS, RunDir
 
 if TYPE_CHECKING:
@@ -149,20 +149,19 @@ def _row(run_dir: Path) -> dict[str, Any]:
 
 def _results(path: Path) -> dict:
     """A made-train ``results.json``; ReportError naming ``path`` if it is unreadable or not one."""
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: unreadable results.json ({error})") from error
-    if not isinstance(results, dict) or not all(isinstance(results.get(key), dict) for key in ("config", "metrics")):
+    results = read_record(path)
+    if not all(isinstance(results.get(key), dict) for key in ("config", "metrics")):
         raise ReportError(f"{path} has no 'config' and 'metrics': not a made-train results.json")
     return results
 
 
 def _error_message(path: Path) -> str:
     try:
-        return str(json.loads(path.read_text())["error"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        return str(read_record(path)["error"])
+    except KeyError as error:
         return f"{path}: unreadable ({error})"
+    except RecordError as error:
+        return str(error)
 
 
 def _saved_config(run: RunDir) -> dict[str, Any]:
@@ -199,12 +198,12 @@ def _evaluations(run: RunDir) -> dict[str, Any]:
     for path in run.evaluations():
         strategy, _, digest = path.stem.removeprefix("eval_").partition(".")
         try:
-            evaluation = json.loads(path.read_text())
+            evaluation = read_record(path)
             overrides = evaluation.get("overrides")
             name = strategy + (f"[{','.join(overrides)}]" if overrides else f".{digest}" if digest else "")
             columns.update({f"eval/{name}/{metric}": value for metric, value in evaluation["metrics"].items()})
             columns[f"eval/{name}/per_mask_nll"] = tuple(evaluation.get("per_mask_nll") or ())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        except (RecordError, KeyError, TypeError) as error:
             warnings.warn(f"{path}: unreadable evaluation ({error!r}), left out", stacklevel=4)
     return columns
 

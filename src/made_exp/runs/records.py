@@ -26,7 +26,7 @@ def read_record(path: Path) -> dict:
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RecordError(f"{path}: unreadable ({error}); left as it is") from error
+        raise RecordError(f"{path}: unreadable {Path(path).name} ({error}); left as it is") from error
     if not isinstance(record, dict):
         raise RecordError(f"{path}: not a JSON object; left as it is")
     return record
