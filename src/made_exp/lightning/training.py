@@ -41,6 +41,7 @@ from made_exp.runs.provenance import git_commit
 from made_exp.runs.ranks import process_rank
 from made_exp.runs.results import run_metadata
 from made_exp.runs.rundir import RunDir
+from made_exp.runs.sweep import PRUNED
 from made_exp.runs.threads import set_job_threads
 
 __all__ = ["train", "build_loggers", "build_callbacks", "write_results", "record_best_validation", "stopped_message"]
@@ -250,7 +251,7 @@ def _stopped_by(trainer: pl.Trainer) -> str:
     """What ended training: pruned (a search's pruner), early_stopping (the paper's protocol), max_time, max_epochs
     or other (e.g. a step cap); signals end the process instead (``_stopped_by_signals``)."""
     if any(isinstance(callback, TrialPruning) and callback.pruned for callback in trainer.callbacks):
-        return "pruned"
+        return PRUNED
     early_stopping = trainer.early_stopping_callback
     if early_stopping is not None and early_stopping.stopped_epoch > 0:
         return "early_stopping"

@@ -3,7 +3,7 @@
 The sweeper picks the pruner by name from ``hydra.sweeper.pruners`` and refuses a launcher that cannot prune. A
 trial's job (job number = trial number, ``made_exp.runs.search``) opens its own running trial in the study with
 the same pruner (``open_trial``); ``made_exp.lightning.pruning`` reports to it each epoch. The sweeper tells a
-job whose ``results.json`` says ``stopped_by: pruned`` as PRUNED (``search.PRUNED``).
+job whose ``results.json`` says ``stopped_by: pruned`` as PRUNED (``sweep.PRUNED``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ returns NaN or raises is told as failed; the search goes on. A job that its tria
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
@@ -41,7 +40,9 @@ from optuna.trial import Trial, TrialState
 
 from made_exp.runs.atomic import write_text_atomic
 from made_exp.runs.config import ConfigError
+from made_exp.runs.records import read_record
 from made_exp.runs.rundir import RunDir
+from made_exp.runs.sweep import PRUNED
 
 __all__ = [
     "search_space",
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-PRUNED = "pruned"  # results.json's stopped_by for a trial its pruner stopped (lightning.training._stopped_by)
 JOURNAL = "journal:"  # hydra.sweeper.storage=journal:<path>: Optuna's JournalStorage on a file
 
 # launch(overrides per job, number of the first job) -> one JobReturn per job
@@ -287,7 +287,7 @@ def _pruned(job: JobReturn) -> bool:
     if output_dir is None:
         return False
     results = RunDir(output_dir).results
-    return results.is_file() and json.loads(results.read_text()).get("stopped_by") == PRUNED
+    return results.is_file() and read_record(results).get("stopped_by") == PRUNED
 
 
 def write_best(study: optuna.Study, path: Path) -> None:

@@ -39,8 +39,9 @@ __all__ = ["run_job", "job_summary", "write_sweep_summary", "SweepSummary"]
 log = logging.getLogger(__name__)
 
 SHOWN_METRICS = ("val/best_nll", "test/nll")
-STATUSES = ("finished", "pruned", "failed", "incomplete")
-DONE = ("finished", "pruned")  # statuses that do not fail the sweep
+PRUNED = "pruned"  # a job's status, and its results.json's stopped_by, when a search's pruner stopped its trial
+STATUSES = ("finished", PRUNED, "failed", "incomplete")
+DONE = ("finished", PRUNED)  # statuses that do not fail the sweep
 
 
 def run_job(train: Callable[..., dict], cfg: DictConfig) -> float:
@@ -105,7 +106,7 @@ def job_summary(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
             results = read_record(run.results)
         except RecordError as error:
             return {**row, "status": "failed", "error": f"{error} (move it away and rerun to redo the job)"}
-        status = "pruned" if results.get("stopped_by") == "pruned" else "finished"  # search.PRUNED
+        status = PRUNED if results.get("stopped_by") == PRUNED else "finished"
         metrics = results.get("metrics") or {}
         row.update(status=status, metrics={key: metrics[key] for key in SHOWN_METRICS if key in metrics})
     elif run.error.is_file():
