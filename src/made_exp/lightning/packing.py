@@ -32,7 +32,7 @@ from made_exp.core.ensemble import Mixture
 from made_exp.core.packed import packed_log_prob, packed_mixture_log_prob, shape_key
 from made_exp.lightning.loading import build_datamodule, build_module
 from made_exp.lightning.module import MADEModule, divergence
-from made_exp.runs.atomic import remove_stray_temporary_files, write_torch_atomic
+from made_exp.runs.atomic import remove_stray_temporary_files, torch_bytes, write_bytes_atomic
 from made_exp.runs.config import absolute_data_paths, check_mask_bank_memory, validate_config
 from made_exp.runs.rundir import RunDir
 
@@ -221,11 +221,11 @@ class Member:
 
     def save(self, improved: bool) -> None:
         """Write ``best.ckpt`` when this epoch is the best, then ``last.ckpt``, each atomically
-        (``made_exp.runs.atomic``)."""
-        checkpoint = self.checkpoint()
+        (``made_exp.runs.atomic``), from one serialisation of the checkpoint."""
+        checkpoint = torch_bytes(self.checkpoint())
         if improved:
-            write_torch_atomic(self.run.best_checkpoint, checkpoint)
-        write_torch_atomic(self.run.last_checkpoint, checkpoint)
+            write_bytes_atomic(self.run.best_checkpoint, checkpoint)
+        write_bytes_atomic(self.run.last_checkpoint, checkpoint)
 
 
 def _device(trainer: DictConfig) -> torch.device:

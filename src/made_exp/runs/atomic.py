@@ -34,6 +34,7 @@ __all__ = [
     "write_text_atomic",
     "write_bytes_atomic",
     "write_json_atomic",
+    "torch_bytes",
     "write_torch_atomic",
     "remove_stray_temporary_files",
     "csv_text",
@@ -114,14 +115,19 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def write_torch_atomic(path: Path, payload: object) -> None:
-    """``torch.save(payload)`` to ``path`` atomically (a checkpoint). Serialised in memory first, as Lightning
-    does: torch's own file writer reports a full disk as "unexpected pos", without the cause."""
+def torch_bytes(payload: object) -> memoryview:
+    """``torch.save(payload)`` into memory: the bytes of a checkpoint, to write with ``write_bytes_atomic``."""
     import torch  # here: the records of a run are written without loading torch
 
     serialised = io.BytesIO()
     torch.save(payload, serialised)
-    write_bytes_atomic(path, serialised.getbuffer())
+    return serialised.getbuffer()
+
+
+def write_torch_atomic(path: Path, payload: object) -> None:
+    """``torch.save(payload)`` to ``path`` atomically (a checkpoint). Serialised in memory first, as Lightning
+    does: torch's own file writer reports a full disk as "unexpected pos", without the cause."""
+    write_bytes_atomic(path, torch_bytes(payload))
 
 
 def remove_stray_temporary_files(run_dir: Path) -> list[Path]:
