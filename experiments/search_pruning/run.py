@@ -1,0 +1,88 @@
+"""TPE on dna with and without median pruning: 40 trials, 3 sampler seeds, timed.
+
+Runs the six searches two at a time, a pruned and an unpruned search of the same sampler seed side by side
+(one thread each, so the pair shares the machine's load), and records each search's wall and CPU seconds
+in ``<out>/timings.json``:
+
+    MADE_DATA_DIR=../shared/data python experiments/search_pruning/run.py /tmp/search_pruning
+    python experiments/search_pruning/report.py /tmp/search_pruning experiments/search_pruning
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRUNERS = ("none", "median")
+SEARCH = (
+    "hydra/sweeper=optuna_tpe",
+    "data=dna",
+    "masks=cycle",
+    "logger=csv",
+    "hydra.sweeper.n_trials=40",
+)
+
+
+def search_command(out: Path, pruner: str, seed: int) -> list[str]:
+    """The made-train multirun of one search: TPE over the sweeper's lr, width and K."""
+    name = f"{pruner}_seed{seed}"
+    return [
+        "made-train",
+        "-m",
+        *SEARCH,
+        f"hydra.sweeper.pruner={pruner}",
+        f"hydra.sweeper.seed={seed}",
+        f"hydra.sweeper.study_name={name}",
+        f"hydra.sweep.dir={out / name}",
+        f"paths.log_dir={out / 'logs'}",
+    ]
+
+
+def run_pair(out: Path, seed: int) -> dict[str, dict[str, float]]:
+    """Both searches of one sampler seed at once; each one's wall and CPU seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    started, processes = {}, {}
+    for pruner in PRUNERS:
+        log = (out / f"{pruner}_seed{seed}.log").open("w")
+        started[pruner] = time.monotonic()
+        command = search_command(out, pruner, seed)
+        processes[pruner] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    timings = {}
+    for pruner, process in processes.items():
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            log = out / f"{pruner}_seed{seed}.log"
+            sys.exit(f"search {pruner} seed {seed} failed (exit {process.returncode}); see {log}")
+        timings[f"{pruner}_seed{seed}"] = {
+            "pruner": pruner,
+            "seed": seed,
+            "wall_s": round(time.monotonic() - started[pruner], 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        }
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="where the six searches and timings.json go")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings_file = args.out / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    for seed in args.seeds:
+        if all(f"{pruner}_seed{seed}" in timings for pruner in PRUNERS):
+            continue
+        timings.update(run_pair(args.out, seed))
+        timings_file.write_text(json.dumps(timings, indent=2) + "\n")
+        print(json.dumps(timings, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()
