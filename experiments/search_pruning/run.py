@@ -1,4 +1,4 @@
-"""TPE on dna with and without median pruning: 40 trials, 3 sampler seeds, timed.
+"""TPE on dna with and without median pruning: 40 trials of at most 300 epochs, 3 sampler seeds, timed.
 
 Runs the six searches two at a time, a pruned and an unpruned search of the same sampler seed side by side
 (one thread each, so the pair shares the machine's load), and records each search's wall and CPU seconds
@@ -25,6 +25,7 @@ SEARCH = (
     "masks=cycle",
     "logger=csv",
     "hydra.sweeper.n_trials=40",
+    "trainer.max_epochs=300",  # a trial's budget: early stopping (patience 30) usually ends it first
 )
 
 
