@@ -53,13 +53,13 @@ def run_pair(out: Path, seed: int) -> dict[str, dict[str, float]]:
         started[pruner] = time.monotonic()
         command = search_command(out, pruner, seed)
         processes[pruner] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    timings = {}
-    for pruner, process in processes.items():
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+    timings, by_pid = {}, {process.pid: pruner for pruner, process in processes.items()}
+    while by_pid:  # in the order they finish, so each one's wall time ends when it does
+        pid, status, usage = os.wait4(-1, 0)
+        pruner = by_pid.pop(pid)
+        if os.waitstatus_to_exitcode(status) != 0:
             log = out / f"{pruner}_seed{seed}.log"
-            sys.exit(f"search {pruner} seed {seed} failed (exit {process.returncode}); see {log}")
+            sys.exit(f"search {pruner} seed {seed} failed (exit {os.waitstatus_to_exitcode(status)}); see {log}")
         timings[f"{pruner}_seed{seed}"] = {
             "pruner": pruner,
             "seed": seed,
