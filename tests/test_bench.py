@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from conftest import compose_train
 from made_exp.cli.bench import (
@@ -216,7 +217,15 @@ def test_packed_step_breakdown_parts_add_up_and_a_tiny_packed_sweep_runs(tmp_pat
 
 def test_objective_benchmark_times_every_objective_against_the_jensen_step():
     results = run_objective_benchmarks(num_masks=(2, 3), input_dim=6, hidden=8, batch_size=5, steps=1, repeats=1)
-    names = ["jensen", "mixture_objective", "learned_mixture_objective", "poe_objective", "draw_poe_samples"]
+    names = [
+        "jensen",
+        "mixture_objective",
+        "learned_mixture_objective",
+        "poe_objective",
+        "poe_objective_smc",
+        "poe_objective_nce",
+        "draw_poe_samples",
+    ]
     assert sorted(results) == sorted(
         f"k{k}_{name}_{unit}" for k in (2, 3) for name in names for unit in ("ms_per_step", "vs_jensen")
     )
@@ -235,3 +244,16 @@ def test_objective_benchmark_sets_each_objective_up_as_made_train_does(name):
         trained.alpha,
     )
     assert schedules(7)["jensen"].objective == "nll" and schedules(7)["jensen"].schedule == "cycle"
+
+
+@pytest.mark.parametrize("estimator", ["smc", "nce"])
+def test_objective_benchmark_sets_each_estimator_up_as_made_train_does(estimator):
+    timed = schedules(log_z_samples=7)[f"poe_objective_{estimator}"]
+    trained = instantiate(compose_train(["masks=poe_objective", f"masks.log_z={estimator}"], with_hydra=False).masks)
+    model = MADE(input_dim=6, hidden_sizes=[8], num_masks=2)
+    settings = ("resample_below", "mh_steps", "gibbs_sweeps", "noise_ratio", "refresh_steps", "log_z_scale")
+    built = [schedule.log_z_estimator(model) for schedule in (timed, trained)]
+    assert (timed.objective, timed.log_z) == (trained.objective, trained.log_z)
+    assert [{name: getattr(e, name) for name in settings if hasattr(e, name)} for e in built] == [
+        {name: getattr(built[1], name) for name in settings if hasattr(built[1], name)}
+    ] * 2

@@ -204,6 +204,8 @@ def test_runs_trained_differently_are_kept_apart():
     assert training_label({"masks": {"schedule": "cycle", "objective": "nll"}}) == "bank, Jensen"
     assert training_label({"masks": {"schedule": "fresh", "objective": "nll"}}) == "fresh masks, Jensen"
     assert training_label({"masks": {"schedule": "cycle", "objective": "poe"}}) == "PoE objective"
+    smc = {"masks": {"schedule": "cycle", "objective": "poe", "log_z": "smc"}, "init_from": "banks/0"}
+    assert training_label(smc) == "PoE objective, smc, warm start"
     rows = [
         {
             "dataset": "dna",

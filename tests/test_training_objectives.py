@@ -34,7 +34,16 @@ def logged(run_dir, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(metrics) if row.get(key)]
 
 
-@pytest.mark.parametrize("objective,extra", [("poe", []), ("poe", ["masks.log_z=importance"]), ("learned_mixture", [])])
+@pytest.mark.parametrize(
+    "objective,extra",
+    [
+        ("poe", []),
+        ("poe", ["masks.log_z=importance"]),
+        ("poe", ["masks.log_z=smc", "masks.log_z_samples=100"]),
+        ("poe", ["masks.log_z=nce"]),
+        ("learned_mixture", []),
+    ],
+)
 def test_the_objective_trains_checkpoints_and_resumes_to_the_uninterrupted_result(tmp_path, objective, extra):
     overrides = [f"masks={objective}_objective", *extra]
     whole = train(tmp_path, "whole", [*overrides, "trainer.max_epochs=4"])
@@ -52,6 +61,10 @@ def test_the_objective_trains_checkpoints_and_resumes_to_the_uninterrupted_resul
         assert len(logged(tmp_path / "whole", "train/log_z")) == 4
         assert whole["metrics"]["test/ensemble/log_z_stderr"] == 0.0  # D = 8: exact
         assert "mixture_weights.logits" not in state
+        estimator = extra[0].split("=")[1] if extra else "exact"
+        assert whole["log_z_estimator"]["method"] == estimator
+        assert ("log_z_estimator.particles" in state) == (estimator == "smc")
+        assert ("log_z_estimator.raw_log_z" in state) == (estimator == "nce")
     else:
         assert not torch.equal(state["mixture_weights.logits"], torch.zeros(4))  # the weights were trained
         assert 1.0 <= whole["metrics"]["test/ensemble/effective_num_masks"] < 4.0
@@ -65,6 +78,7 @@ def test_poe_training_lowers_the_normalised_product_nll_below_jensen_training(tm
 
 
 def test_the_epoch_line_shows_the_sampled_log_z_and_warns_once_when_its_ess_collapses(tmp_path, caplog):
+    """The line says DEGRADED on every such epoch, the warning comes once, and results.json lists the epochs."""
     with caplog.at_level(logging.INFO, logger="made_exp"):
         train(tmp_path, "poe", ["masks=poe_objective", "masks.log_z=importance", "trainer.max_epochs=2"])
     epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/2")]
@@ -78,4 +92,17 @@ def test_the_epoch_line_shows_the_sampled_log_z_and_warns_once_when_its_ess_coll
             epoch_log._log_z_part({**metrics, "train/effective_sample_fraction": 0.018}, epoch=epoch)
     assert healthy == "log Z -9.30 ± 0.60  ESS 60.0%"
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and warnings[0].startswith("epoch 2: the importance-sampled log Z keeps 1.8% of its")
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("epoch 2: the training log Z estimator degraded (importance weights: ESS 1.8%")
+
+
+def test_a_degraded_estimator_is_named_in_the_epoch_line_and_in_results(tmp_path, caplog, monkeypatch):
+    """Every epoch whose estimator degraded is in results.json's log_z_estimator.degraded_epochs, with why."""
+    monkeypatch.setattr("made_exp.core.objectives.MAX_CLASSIFIER_ACCURACY", 0.0)  # every nce epoch degrades
+    with caplog.at_level(logging.INFO, logger="made_exp"):
+        results = train(tmp_path, "nce", ["masks=poe_objective", "masks.log_z=nce", "trainer.max_epochs=2"])
+    degraded = results["log_z_estimator"]["degraded_epochs"]
+    assert [entry["epoch"] for entry in degraded] == [1, 2]
+    assert degraded[0]["why"].startswith("noise too far: the classifier is right on")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/2")]
+    assert "NCE acc" in lines[0] and "DEGRADED: noise too far" in lines[0], lines

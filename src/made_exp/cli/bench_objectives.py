@@ -3,10 +3,12 @@
 One optimiser step (Adam, batch 100) of MADE 784-500-784 (binarized MNIST's size) under each objective: the Jensen
 bound over a bank (``cycle``, one mask a step: the step every other objective is divided by), the mixture objective
 (4 fresh masks a step), and, over all K bank masks every step, the learned-weight mixture and the normalised product
-of experts with log Z by self-normalised importance sampling (S = 300 mixture samples a step), with the drawing of
-those samples timed alone too. K = 4 and 16. A step's cost does not depend on the bits it is given, so the
-minibatches are random bits. The calls take turns (``best_seconds_interleaved``): on a machine whose speed drifts,
-the ratios to the Jensen step still compare like with like.
+of experts with log Z by self-normalised importance sampling (S = 300 mixture samples a step, the drawing of
+those samples timed alone too), by persistent particles (``log_z=smc``, S = 300, 2 MH moves a step) and by
+noise-contrastive estimation (``log_z=nce``, 4 noise draws per example). K = 4 and 16. A step's cost does not
+depend on the bits it is given, so the minibatches are random bits. The calls take turns
+(``best_seconds_interleaved``): on a machine whose speed drifts, the ratios to the Jensen step still compare like
+with like.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def schedules(log_z_samples: int) -> dict[str, MaskSchedule]:
         "mixture_objective": MaskSchedule("fresh", "mixture", samples_per_step=4),
         "learned_mixture_objective": MaskSchedule("cycle", "learned_mixture"),
         "poe_objective": MaskSchedule("cycle", "poe", log_z="importance", log_z_samples=log_z_samples),
+        "poe_objective_smc": MaskSchedule("cycle", "poe", log_z="smc", log_z_samples=log_z_samples),
+        "poe_objective_nce": MaskSchedule("cycle", "poe", log_z="nce"),
     }
 
 
@@ -44,10 +48,10 @@ def objective_steps(
     steps = {}
     for name, schedule in schedules(log_z_samples).items():
         model = timed_made(input_dim, [hidden], device, num_masks)
-        weights = schedule.mixture_weights(model)
-        weights = weights.to(device) if weights is not None else None
-        parameters = [*model.parameters(), *(weights.parameters() if weights is not None else [])]
-        steps[name] = _step(model, schedule, weights, torch.optim.Adam(parameters), x)
+        weights, estimator = schedule.mixture_weights(model), schedule.log_z_estimator(model)
+        extras = [module.to(device) for module in (weights, estimator) if module is not None]
+        parameters = [p for module in (model, *extras) for p in module.parameters() if p.requires_grad]
+        steps[name] = _step(model, schedule, weights, estimator, torch.optim.Adam(parameters), x)
     sampled = timed_made(input_dim, [hidden], device, num_masks)
     bank = [sampled.mask(k) for k in range(num_masks)]
     steps["draw_poe_samples"] = lambda: sample_mixture(sampled, bank, log_z_samples, sampled.generator)
@@ -58,6 +62,7 @@ def _step(
     model: MADE,
     schedule: MaskSchedule,
     weights: MixtureWeights | None,
+    estimator: torch.nn.Module | None,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
 ) -> Callable[[], None]:
@@ -66,7 +71,7 @@ def _step(
 
     def step() -> None:
         masks = schedule.training_masks(model, next(step_count))
-        loss, _ = schedule.loss(model, x, masks, weights, model.generator)
+        loss, _ = schedule.loss(model, x, masks, weights, model.generator, estimator=estimator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -149,14 +149,16 @@ def training_label(config: dict) -> str:
     """How a run's masks were trained: the schedule and the objective (``conf/masks/``)."""
     masks = config.get("masks", {})
     schedule, objective = masks.get("schedule", "cycle"), masks.get("objective", "nll")
+    estimator = masks.get("log_z", "exact")
     labels = {
-        "poe": "PoE objective",
+        "poe": "PoE objective" + (f", {estimator}" if estimator in ("smc", "nce") else ""),
         "learned_mixture": "learned-mixture objective",
         "mixture": f"mixture objective (S = {masks.get('samples_per_step')})",
     }
+    warm = ", warm start" if config.get("init_from") else ""
     if objective in labels:
-        return labels[objective]
-    return "bank, Jensen" if schedule == "cycle" else "fresh masks, Jensen"
+        return labels[objective] + warm
+    return ("bank, Jensen" if schedule == "cycle" else "fresh masks, Jensen") + warm
 
 
 def collect(runs: list[Path], overrides: dict[str, list[str]]) -> list[dict]:

@@ -6,20 +6,25 @@ is ``E_s[-log p_s(x)]`` and ``mixture`` is ``-log (1/S) sum_s p_s(x)``; by Jense
 latter is the tighter bound on the NLL of the mixture of masks.
 
 Two objectives train the model that is tested, over all K bank masks every step (``made_exp.core.objectives``):
-``poe``, the NLL of the normalised product of experts (log Z exact by enumeration or by self-normalised
-importance sampling), and ``learned_mixture``, the NLL of ``sum_k w_k p_k(x)`` with the weights trained too.
+``poe``, the NLL of the normalised product of experts, and ``learned_mixture``, the NLL of ``sum_k w_k p_k(x)``
+with the weights trained too. ``poe`` gets log Z and its gradient from ``log_z``: ``exact`` (enumeration),
+``importance`` (fresh mixture samples each step), ``smc`` (persistent weighted particles, ``core.smc``) or
+``nce`` (noise-contrastive estimation with a learned log Z, ``core.nce``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from made_exp.core.choices import WHOLE_BANK_OBJECTIVES
 from made_exp.core.made import MADE, Mask
+from made_exp.core.nce import NoiseContrastiveLogZ
 from made_exp.core.objectives import MixtureWeights, learned_mixture_loss, poe_loss
+from made_exp.core.smc import ParticleLogZ
 
 __all__ = ["MaskSchedule"]
 
@@ -35,9 +40,14 @@ class MaskSchedule:
         samples_per_step: S, masks per minibatch (``nll`` and ``mixture``).
         val_num_masks: masks in the validation mixture (bank masks for ``cycle``;
             the same fixed fresh masks every epoch for ``fresh``).
-        log_z: ``poe``: ``exact`` (enumerates 2^D states: small D only) or ``importance``.
-        log_z_samples: ``poe`` with ``importance``: samples from the uniform mixture per step.
+        log_z: ``poe``: ``exact`` (enumerates 2^D states: small D only), ``importance``, ``smc`` or ``nce``.
+        log_z_samples: ``poe``: mixture samples per step (``importance``), particles (``smc``), or, with
+            ``nce``, unused (it draws ``noise_ratio`` x B noise samples).
         alpha: ``learned_mixture``: symmetric Dirichlet prior on the weights (>= 1; 1 = none).
+        smc: ``ParticleLogZ``'s ``resample_below``, ``mh_steps``, ``gibbs_sweeps``.
+        nce: ``NoiseContrastiveLogZ``'s ``noise_ratio``, ``refresh_steps``.
+        val_log_z: ``poe``: how validation estimates log Z each epoch, ``importance`` (``log_z_samples``
+            fresh mixture samples) or ``ais`` (``val_ais_chains`` chains, ``val_ais_temperatures``).
     """
 
     def __init__(
@@ -49,14 +59,31 @@ class MaskSchedule:
         log_z: str = "exact",
         log_z_samples: int = 1000,
         alpha: float = 1.0,
+        smc: Mapping | None = None,
+        nce: Mapping | None = None,
+        val_log_z: str = "importance",
+        val_ais_chains: int = 200,
+        val_ais_temperatures: int = 50,
     ):
         self.schedule, self.objective = schedule, objective
         self.samples_per_step, self.val_num_masks = samples_per_step, val_num_masks
         self.log_z, self.log_z_samples, self.alpha = log_z, log_z_samples, alpha
+        self.smc, self.nce = dict(smc or {}), dict(nce or {})
+        self.val_log_z, self.val_ais_chains, self.val_ais_temperatures = val_log_z, val_ais_chains, val_ais_temperatures
 
     def mixture_weights(self, model: MADE) -> MixtureWeights | None:
         """The trainable mixture weights the ``learned_mixture`` objective needs (None for the others)."""
         return MixtureWeights(model.num_masks, self.alpha) if self.objective == "learned_mixture" else None
+
+    def log_z_estimator(self, model: MADE) -> ParticleLogZ | NoiseContrastiveLogZ | None:
+        """The state the ``poe`` objective's ``smc`` or ``nce`` estimator keeps between steps (None otherwise)."""
+        if self.objective != "poe":
+            return None
+        if self.log_z == "smc":
+            return ParticleLogZ(model.input_dim, self.log_z_samples, **self.smc)
+        if self.log_z == "nce":
+            return NoiseContrastiveLogZ(model, **self.nce)
+        return None
 
     def uses_one_mask(self, model: MADE) -> bool:
         """Whether every training step uses the same mask (bank mask 0 of a K = 1 bank)."""
@@ -79,14 +106,16 @@ class MaskSchedule:
         weights: MixtureWeights | None = None,
         generator: torch.Generator | None = None,
         num_examples: int | None = None,
+        estimator: ParticleLogZ | NoiseContrastiveLogZ | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """x: (B, D) -> (scalar training loss in nats per example, stats to log).
 
-        ``weights``: the ``learned_mixture`` objective's; ``generator``: the ``poe`` importance sampler's;
-        ``num_examples``: the training set's size, which scales the weights' prior to a per-example loss.
+        ``weights``: the ``learned_mixture`` objective's; ``generator``: the ``poe`` samplers';
+        ``num_examples``: the training set's size, which scales the weights' prior to a per-example loss;
+        ``estimator``: ``log_z_estimator(model)``, for ``poe`` with ``smc`` or ``nce``.
         """
         if self.objective == "poe":
-            return poe_loss(model, x, masks, self.log_z, self.log_z_samples, generator)
+            return poe_loss(model, x, masks, self.log_z, self.log_z_samples, generator, estimator=estimator)
         if self.objective == "learned_mixture":
             return learned_mixture_loss(model, weights, x, num_examples=num_examples)
         per_mask = []

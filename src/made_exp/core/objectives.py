@@ -35,7 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from made_exp.core.ais import summarise_log_weights
+from made_exp.core.choices import LOG_Z_METHODS
 from made_exp.core.made import MADE, Mask
+from made_exp.core.nce import NoiseContrastiveLogZ
 from made_exp.core.normaliser import poe_log_z_exact
 from made_exp.core.sampling import sample_mixture
 from made_exp.core.scoring import (
@@ -45,17 +47,17 @@ from made_exp.core.scoring import (
     poe_log_weights,
     product_log_prob,
 )
+from made_exp.core.smc import ParticleLogZ
 
 __all__ = [
     "LOG_Z_METHODS",
     "poe_loss",
     "exact_log_z_gradient",
+    "estimator_degraded",
     "MixtureWeights",
     "learned_mixture_loss",
     "subset_mixture_log_prob",
 ]
-
-LOG_Z_METHODS = ("exact", "importance")
 
 MaskLike = Mask | int
 
@@ -98,6 +100,7 @@ def poe_loss(
     num_samples: int = 1000,
     generator: torch.Generator | None = None,
     chunk_size: int = 16384,
+    estimator: ParticleLogZ | NoiseContrastiveLogZ | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """NLL of the normalised product of experts: x: (B, D) -> (scalar nats per example, stats).
 
@@ -113,17 +116,28 @@ def poe_loss(
     variance both fall as 1/S. The loss's *value* uses log of the mean weight, biased low by about
     stderr^2 / 2. Cost: S samples plus K passes over them with gradient, per step.
 
+    ``log_z="smc"``: the persistent particles of ``estimator`` (a ``smc.ParticleLogZ``), reweighted to the
+    current parameters each step; ``log_z="nce"``: ``estimator`` (a ``nce.NoiseContrastiveLogZ``) gives the whole
+    loss, noise-contrastive with a learned log Z. Their bias and cost are in those modules.
+
     Stats: ``log_z``, ``unnormalised_nll`` (-mean log GM), and for importance sampling ``log_z_stderr``
-    (delta method), ``effective_sample_size`` ((sum w)^2 / sum w^2) and its fraction of S.
+    (delta method), ``effective_sample_size`` ((sum w)^2 / sum w^2) and its fraction of S; the estimators'
+    own for ``smc`` and ``nce``.
     """
     if log_z not in LOG_Z_METHODS:
         raise ValueError(f"log_z={log_z!r} is not one of {', '.join(LOG_Z_METHODS)}")
     masks = [model.mask(m) if isinstance(m, int) else m for m in masks]
+    if log_z in ("smc", "nce") and estimator is None:
+        raise ValueError(f"log_z={log_z!r} needs the estimator's state (MaskSchedule.log_z_estimator)")
+    if log_z == "nce":
+        return estimator.loss(model, x, masks, generator)
     unnormalised_nll = -product_log_prob(per_mask_log_probs(model, x, masks)).mean()
     if log_z == "exact":
         log_z_value = poe_log_z_exact(model, masks, chunk_size)
         log_z_term = _linear_surrogate(_trainable(model), exact_log_z_gradient(model, masks, log_z_value, chunk_size))
         stats = {}
+    elif log_z == "smc":
+        log_z_value, log_z_term, stats = estimator.log_z_term(model, masks, generator)
     else:
         log_z_value, log_z_term, stats = _importance_log_z(model, masks, num_samples, generator)
     loss = unnormalised_nll + log_z_term + log_z_value
@@ -145,6 +159,33 @@ def _importance_log_z(
     log_z_value, stderr, ess = summarise_log_weights(log_weights)
     stats = {"log_z_stderr": stderr, "effective_sample_size": ess, "effective_sample_fraction": ess / num_samples}
     return log_z_value, surrogate - surrogate.detach(), stats
+
+
+MIN_EFFECTIVE_SAMPLE_FRACTION = 0.05  # importance sampling: fewer effective samples, and a few carry log Z
+MIN_DISTINCT_FRACTION = 0.05  # smc: fewer distinct particles after a move, and the particles have collapsed
+MAX_CLASSIFIER_ACCURACY = 0.99  # nce: data and noise this separable leave almost no gradient
+
+
+def estimator_degraded(stats: dict[str, float]) -> str | None:
+    """Why the poe objective's log Z estimator degraded over an epoch, from its mean stats; None if it did not.
+
+    importance: ESS below 5% of S; smc: under 5% distinct particles after its moves; nce: the classifier right
+    on over 99% of data and noise.
+    """
+    if "resampled" in stats:
+        distinct = stats.get("distinct_fraction")
+        if distinct is not None and distinct < MIN_DISTINCT_FRACTION:
+            return f"particles collapsed: {distinct:.1%} distinct after the moves"
+        return None
+    if "classifier_accuracy" in stats:
+        accuracy = stats["classifier_accuracy"]
+        if accuracy > MAX_CLASSIFIER_ACCURACY:
+            return f"noise too far: the classifier is right on {accuracy:.1%}"
+        return None
+    fraction = stats.get("effective_sample_fraction")
+    if fraction is not None and fraction < MIN_EFFECTIVE_SAMPLE_FRACTION:
+        return f"importance weights: ESS {fraction:.1%} of the samples"
+    return None
 
 
 class MixtureWeights(nn.Module):

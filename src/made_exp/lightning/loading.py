@@ -18,7 +18,15 @@ from made_exp.errors import RunDirError, UserError
 from made_exp.lightning.module import MADEModule
 from made_exp.runs.rundir import RunDir, check_checkpoint
 
-__all__ = ["best_checkpoint", "build_datamodule", "build_module", "load_run", "find_checkpoint", "checkpoint_digest"]
+__all__ = [
+    "best_checkpoint",
+    "build_datamodule",
+    "build_module",
+    "load_run",
+    "find_checkpoint",
+    "checkpoint_digest",
+    "warm_start",
+]
 
 # Where the classes named by runs trained before the package was split into layers (0.1) live now.
 _MOVED_TARGETS = {
@@ -79,6 +87,22 @@ def build_module(cfg: DictConfig, input_dim: int) -> MADEModule:
         masks=instantiate(cfg.masks),
         ensemble=instantiate(cfg.ensemble),
     )
+
+
+def warm_start(module: MADEModule, source: str | Path) -> Path:
+    """Load the network's weights (``model.*``: weights, biases and the mask bank) from a run dir's best checkpoint
+    or a checkpoint file into ``module``; nothing else (optimiser, objective state) comes along. Returns the file;
+    RunDirError in one line where it is missing or its network differs from this run's (D, widths, K)."""
+    source = Path(source)
+    path = find_checkpoint(source, "best") if source.is_dir() else check_checkpoint(source)
+    state_dict = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {name[len("model.") :]: value for name, value in state_dict.items() if name.startswith("model.")}
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as error:
+        message = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise RunDirError(f"init_from={source}: its network does not fit this run's ({message})") from error
+    return path
 
 
 def load_run(

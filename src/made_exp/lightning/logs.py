@@ -15,6 +15,7 @@ import warnings
 import pytorch_lightning as pl
 from lightning_fabric.utilities.warnings import disable_possible_user_warnings
 
+from made_exp.core.objectives import estimator_degraded
 from made_exp.lightning.loading import best_checkpoint
 
 __all__ = ["EpochLog", "quiet_lightning", "on_a_terminal"]
@@ -47,21 +48,19 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
-LOW_EFFECTIVE_SAMPLE_FRACTION = 0.05  # below it an importance-sampled log Z is dominated by a few samples
-
-
 class EpochLog(pl.Callback):
     """Logs ``epoch E/N  train T  val V (best B)  S s`` for each finished epoch, and why training stopped.
 
-    An objective that estimates log Z by importance sampling (``masks=poe_objective``) adds ``log Z L ± E
-    ESS F%`` and is warned about, once, when the effective sample fraction falls below 5%.
+    The poe objective's log Z estimator adds ``log Z L ± E`` and its health: ``ESS F%`` (importance sampling and
+    smc), ``distinct F%`` (smc, on epochs that resampled), ``NCE acc A%`` (nce). An epoch where the estimator
+    degraded (``objectives.estimator_degraded``) says ``DEGRADED: why``, and the first one is also a warning.
     An epoch is logged when the next one starts or training ends: only then has Lightning run every hook that
     logs its metrics (validation runs before the epoch's own end hooks).
     """
 
     def __init__(self) -> None:
         self._started: float | None = None
-        self._warned_low_ess = False
+        self._warned_degraded = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._started is not None:
@@ -90,22 +89,30 @@ class EpochLog(pl.Callback):
         checkpoint = best_checkpoint(trainer)
         if checkpoint is not None and checkpoint.best_model_score is not None:
             parts.append(f"(best val {float(checkpoint.best_model_score):.4f})")
-        if "train/effective_sample_fraction" in metrics:
+        if "train/log_z" in metrics:
             parts.append(self._log_z_part(metrics, epoch))
         parts.append(f"{time.perf_counter() - self._started:.1f} s")
         log.info("  ".join(parts))
 
     def _log_z_part(self, metrics: dict, epoch: int) -> str:
-        """``log Z L ± E  ESS F%`` of the epoch's importance-sampled log Z; a warning the first time F < 5%."""
-        fraction = float(metrics["train/effective_sample_fraction"])
-        if fraction < LOW_EFFECTIVE_SAMPLE_FRACTION and not self._warned_low_ess:
-            self._warned_low_ess = True
-            log.warning(
-                f"epoch {epoch}: the importance-sampled log Z keeps {fraction:.1%} of its samples effective: "
-                "log Z, its gradient and val/nll are biased low (val/nll optimistic); raise "
-                "masks.log_z_samples, and score the product with poe.log_z_method=ais"
-            )
-        return (
-            f"log Z {float(metrics['train/log_z']):.2f} ± {float(metrics['train/log_z_stderr']):.2f}  "
-            f"ESS {fraction:.1%}"
-        )
+        """The epoch's training log Z and its estimator's health; a warning the first time it degrades."""
+        train = {name[len("train/") :]: float(value) for name, value in metrics.items() if name.startswith("train/")}
+        part = f"log Z {train['log_z']:.2f}"
+        if "log_z_stderr" in train:
+            part += f" ± {train['log_z_stderr']:.2f}"
+        for key, label in HEALTH.items():
+            if key in train:
+                part += f"  {label} {train[key]:.1%}"
+        why = estimator_degraded(train)
+        if why is not None:
+            part += f"  DEGRADED: {why}"
+            if not self._warned_degraded:
+                self._warned_degraded = True
+                log.warning(
+                    f"epoch {epoch}: the training log Z estimator degraded ({why}): log Z, its gradient and "
+                    "val/nll may be biased; score the product with poe.log_z_method=ais before trusting it"
+                )
+        return part
+
+
+HEALTH = {"effective_sample_fraction": "ESS", "distinct_fraction": "distinct", "classifier_accuracy": "NCE acc"}

@@ -20,6 +20,7 @@ from torch import Tensor
 from made_exp.core.ensemble import Mixture, ProductOfExperts
 from made_exp.core.made import MADE
 from made_exp.core.masks import MaskSchedule
+from made_exp.core.objectives import estimator_degraded
 from made_exp.errors import DivergenceError
 
 __all__ = ["MADEModule", "DIVERGED_AT", "divergence"]
@@ -88,6 +89,8 @@ class MADEModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.mixture_weights = masks.mixture_weights(model)  # trained with the model by learned_mixture, else None
+        self.log_z_estimator = masks.log_z_estimator(model)  # the poe objective's smc particles or nce state
+        self.degraded_epochs: list[tuple[int, str]] = []  # (epoch, why) where the log Z estimator degraded
         self.optimizer_factory = optimizer
         self.masks = masks
         self.ensemble = ensemble
@@ -112,7 +115,7 @@ class MADEModule(pl.LightningModule):
     automatic_optimization = False  # one optimiser step per minibatch, several minibatches per Lightning step
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.lr_decay == 1.0:
             return optimizer
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
@@ -126,7 +129,13 @@ class MADEModule(pl.LightningModule):
         for minibatch in minibatches:
             masks = self.masks.training_masks(self.model, self.global_step)
             loss, stats = self.masks.loss(
-                self.model, minibatch, masks, self.mixture_weights, self.model.generator, self._num_train
+                self.model,
+                minibatch,
+                masks,
+                self.mixture_weights,
+                self.model.generator,
+                self._num_train,
+                self.log_z_estimator,
             )
             optimizer.zero_grad(set_to_none=True)
             if self._plain_backward:
@@ -186,6 +195,9 @@ class MADEModule(pl.LightningModule):
         if means:
             self.log("train/nll", means.pop("nll"), prog_bar=True)
             self.log_dict({f"train/{name}": value for name, value in means.items()})
+            why = estimator_degraded({name: float(value) for name, value in means.items()})
+            if why is not None:
+                self.degraded_epochs.append((self.current_epoch + 1, why))
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
@@ -222,6 +234,14 @@ class MADEModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         nll = float(self._reduced_means("val")["nll"])
         self.log_dict({"val/nll": nll, "val/bpd": nll * self.nats_to_bpd}, prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["degraded_epochs"] = self.degraded_epochs
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = [tuple(entry) for entry in checkpoint.get("degraded_epochs", [])]
+        if len(saved) > len(self.degraded_epochs):  # a resume; testing best.ckpt keeps the later epochs' record
+            self.degraded_epochs = saved
 
     def on_test_epoch_start(self) -> None:
         valid = self.trainer.datamodule.split("valid").to(self.device)
@@ -261,5 +281,12 @@ def _validation_ensemble(masks: MaskSchedule, model: MADE, seed: int) -> Mixture
     """What validation scores: the model the objective trains (the normalised product of the bank's experts for
     ``poe``), else the mixture of ``val_num_masks`` masks (with the trained weights for ``learned_mixture``)."""
     if masks.objective == "poe":
-        return ProductOfExperts(mask_source="bank", seed=seed, num_importance_samples=masks.log_z_samples)
+        return ProductOfExperts(
+            mask_source="bank",
+            seed=seed,
+            log_z_method=masks.val_log_z,
+            num_importance_samples=masks.log_z_samples,
+            ais_chains=masks.val_ais_chains,
+            ais_temperatures=masks.val_ais_temperatures,
+        )
     return Mixture(num_masks=masks.val_num_masks, mask_source=masks.validation_mask_source(), seed=seed)

@@ -30,7 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from made_exp.core.sampling import sample_mixture
 from made_exp.errors import STOPPED_BY_SIGINT, STOPPED_BY_SIGTERM
 from made_exp.lightning.checkpoint_io import AtomicCheckpointIO
-from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module
+from made_exp.lightning.loading import best_checkpoint, build_datamodule, build_module, warm_start
 from made_exp.lightning.logs import EpochLog, on_a_terminal, quiet_lightning
 from made_exp.lightning.module import MADEModule
 from made_exp.lightning.pruning import TrialPruning, check_single_process, trial_pruning
@@ -123,6 +123,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
     check_mask_bank_memory(cfg, datamodule.input_dim)
     datamodule.setup("fit")  # read and validate the data before anything is written
     module = build_module(cfg, datamodule.input_dim)
+    if cfg.init_from is not None and resume_from is None:  # a resumed run has its own weights
+        log.info(f"weights from {warm_start(module, cfg.init_from)}")
     if resume_from is not None:
         RunDir(output_dir).reopen()
     if process_rank() == 0:
@@ -156,6 +158,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
                 "per_mask_nll": module.per_mask_nll,
                 "epochs": trainer.current_epoch,
                 "stopped_by": stopped_by,
+                **_estimator_record(module),
                 "best_checkpoint": best,
                 **run_metadata(cfg, wall_time_s=time.perf_counter() - started, commit=commit),
             }
@@ -164,6 +167,14 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict:
             return results
         finally:
             _finish_wandb()
+
+
+def _estimator_record(module: MADEModule) -> dict:
+    """``log_z_estimator`` for the poe objective: the method and the epochs where it degraded, with why."""
+    if module.masks.objective != "poe":
+        return {}
+    degraded = [{"epoch": epoch, "why": why} for epoch, why in module.degraded_epochs]
+    return {"log_z_estimator": {"method": module.masks.log_z, "degraded_epochs": degraded}}
 
 
 def _remove_stray_temporary_files(output_dir: Path) -> None:

@@ -36,6 +36,7 @@ from made_exp.core.choices import (
     POE_LOG_Z_METHODS,
     RESAMPLE_MODES,
     SCHEDULES,
+    VALIDATION_LOG_Z_METHODS,
     WHOLE_BANK_OBJECTIVES,
 )
 from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
@@ -93,6 +94,7 @@ Objective = _choices("Objective", OBJECTIVES)
 TrainingLogZ = _choices("TrainingLogZ", LOG_Z_METHODS)
 MaskSource = _choices("MaskSource", ("bank", "fresh"))
 LogZMethod = _choices("LogZMethod", POE_LOG_Z_METHODS)
+ValidationLogZ = _choices("ValidationLogZ", VALIDATION_LOG_Z_METHODS)
 AnnealingSchedule = _choices("AnnealingSchedule", ANNEALING_SCHEDULES)
 MatmulPrecision = _choices("MatmulPrecision", MATMUL_PRECISIONS)
 Precision = _choices("Precision", PRECISIONS)
@@ -114,7 +116,21 @@ class ModelSchema:
     seed: int = 0
 
 
-# ---- conf/masks/ <-> made_exp.core.masks.MaskSchedule
+# ---- conf/masks/ <-> made_exp.core.masks.MaskSchedule, made_exp.core.smc.ParticleLogZ, made_exp.core.nce
+@dataclass
+class ParticleLogZSchema:
+    resample_below: float = 0.5
+    mh_steps: int = 2
+    gibbs_sweeps: int = 0
+
+
+@dataclass
+class NoiseContrastiveSchema:
+    noise_ratio: int = 4
+    refresh_steps: int = 10
+    log_z_scale: float = 10.0
+
+
 @dataclass
 class MasksSchema:
     _target_: str = "made_exp.core.masks.MaskSchedule"
@@ -125,6 +141,11 @@ class MasksSchema:
     log_z: TrainingLogZ = TrainingLogZ.exact
     log_z_samples: int = 1000
     alpha: float = 1.0
+    smc: ParticleLogZSchema = field(default_factory=ParticleLogZSchema)
+    nce: NoiseContrastiveSchema = field(default_factory=NoiseContrastiveSchema)
+    val_log_z: ValidationLogZ = ValidationLogZ.importance
+    val_ais_chains: int = 200
+    val_ais_temperatures: int = 50
 
 
 # ---- conf/ensemble/ <-> made_exp.core.ensemble
@@ -357,6 +378,7 @@ class TrainSchema:
     matmul_precision: MatmulPrecision = MatmulPrecision.highest
     resume: str | None = None
     overwrite: bool = False
+    init_from: str | None = None
     module: ModuleSchema = field(default_factory=ModuleSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
     data: Any = None
@@ -412,6 +434,14 @@ RANGES: dict[str, tuple[float, bool]] = {
     "masks.val_num_masks": (1, True),
     "masks.log_z_samples": (1, True),
     "masks.alpha": (1, True),
+    "masks.smc.resample_below": (0, False),
+    "masks.smc.mh_steps": (0, True),
+    "masks.smc.gibbs_sweeps": (0, True),
+    "masks.nce.noise_ratio": (1, True),
+    "masks.nce.refresh_steps": (1, True),
+    "masks.nce.log_z_scale": (0, False),
+    "masks.val_ais_chains": (1, True),
+    "masks.val_ais_temperatures": (2, True),
     "ensemble.num_masks": (1, True),
     "ensemble.num_importance_samples": (1, True),
     "ensemble.ais_chains": (1, True),
