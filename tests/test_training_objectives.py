@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import compose_train
+from made_exp.errors import RunDirError
 from made_exp.lightning import training as train_module
+from made_exp.lightning.loading import build_module, warm_start
 from made_exp.lightning.logs import EpochLog
 
 SMALL = [
@@ -106,3 +108,30 @@ def test_a_degraded_estimator_is_named_in_the_epoch_line_and_in_results(tmp_path
     assert degraded[0]["why"].startswith("noise too far: the classifier is right on")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/2")]
     assert "NCE acc" in lines[0] and "DEGRADED: noise too far" in lines[0], lines
+
+
+def test_init_from_starts_a_run_from_another_runs_network(tmp_path):
+    """A PoE-objective run warm-started from a Jensen bank begins with the bank's best weights, mask bank included;
+    a network of another shape is refused in one line."""
+    train(tmp_path, "bank", ["masks=cycle", "trainer.max_epochs=2"])
+    bank = torch.load(tmp_path / "bank" / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    cfg = compose_train([*SMALL, "masks=poe_objective", "masks.log_z=nce"], with_hydra=False)
+    module = build_module(cfg, input_dim=8)
+    assert warm_start(module, tmp_path / "bank") == tmp_path / "bank" / "checkpoints" / "best.ckpt"
+    for name, value in module.model.state_dict().items():
+        if name.endswith(".mask"):  # the current mask, which every step sets from the bank
+            continue
+        saved = bank[f"model.{name}"]
+        if isinstance(value, dict):  # the mask generator's state
+            value, saved = value["generator_state"], saved["generator_state"]
+        assert torch.equal(value, saved), name
+    other = build_module(compose_train([*SMALL, "model.num_masks=2"], with_hydra=False), input_dim=8)
+    with pytest.raises(RunDirError, match=r"init_from=.*bank: its network does not fit this run's \(") as error:
+        warm_start(other, tmp_path / "bank")
+    assert "\n" not in str(error.value)
+    warm = train(
+        tmp_path,
+        "warm",
+        ["masks=poe_objective", "masks.log_z=nce", "trainer.max_epochs=1", f"init_from={tmp_path / 'bank'}"],
+    )
+    assert warm["config"]["init_from"] == str(tmp_path / "bank")
