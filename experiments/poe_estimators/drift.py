@@ -37,8 +37,10 @@ def ais_log_z(run: Path, checkpoint: str) -> float:
 
 def main(out: Path, roots: list[Path]) -> None:
     figure, axis = plt.subplots(figsize=(7, 4))
-    print("| run | estimator | seed | epochs | health epoch 1 / best / last | training log Z best / last "
-          "| AIS log Z best / last | drift at last (training − AIS) |")
+    print(
+        "| run | estimator | seed | epochs | health epoch 1 / best / last | training log Z best / last "
+        "| AIS log Z best / last | drift at last (training − AIS) |"
+    )
     print("|---|---|---:|---:|---|---|---|---:|")
     for path in sorted(file for root in roots for file in results_files(root)):
         run, results = path.parent, json.loads(path.read_text())
