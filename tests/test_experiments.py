@@ -1,6 +1,7 @@
 """Every experiment file composes, and the paper configs carry the original release's settings."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,13 @@ def test_every_experiment_script_parses(script):
     """``bash -n``: a script that runs only on a lent GPU or for hours must not fail on a typo when it starts."""
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_poe_estimators_paired_table_is_what_the_committed_scores_give():
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "poe_estimators"
+    scores = sorted(str(path) for path in folder.glob("*_k*/*/results.csv"))
+    assert scores, "no committed scores"
+    made = subprocess.run(
+        [sys.executable, str(folder / "paired.py"), *scores], capture_output=True, text=True, check=True
+    ).stdout
+    assert made == (folder / "paired.md").read_text()

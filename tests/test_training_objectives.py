@@ -3,6 +3,7 @@ checkpoint (the mixture weights too) and resume to the result of a run never sto
 
 import csv
 import logging
+import math
 
 import pytest
 import torch
@@ -135,3 +136,12 @@ def test_init_from_starts_a_run_from_another_runs_network(tmp_path):
         ["masks=poe_objective", "masks.log_z=nce", "trainer.max_epochs=1", f"init_from={tmp_path / 'bank'}"],
     )
     assert warm["config"]["init_from"] == str(tmp_path / "bank")
+
+
+def test_validation_can_score_the_product_with_ais(tmp_path):
+    """masks.val_log_z=ais: every epoch's val/nll takes log Z from AIS with the masks.val_ais_* settings."""
+    cfg = compose_train([*SMALL, "masks=poe_objective", "masks.val_log_z=ais", "masks.val_ais_chains=30"], False)
+    validation = build_module(cfg, input_dim=8).validation_ensemble
+    assert (validation.log_z_method, validation.ais_chains, validation.ais_temperatures) == ("ais", 30, 50)
+    results = train(tmp_path, "ais", ["masks=poe_objective", "masks.val_log_z=ais", "trainer.max_epochs=1"])
+    assert math.isfinite(results["metrics"]["val/best_nll"])
