@@ -10,7 +10,6 @@ __all__ = [
     "OBJECTIVES",
     "WHOLE_BANK_OBJECTIVES",
     "LOG_Z_METHODS",
-    "VALIDATION_LOG_Z_METHODS",
     "POE_LOG_Z_METHODS",
     "ANNEALING_SCHEDULES",
 ]
@@ -23,6 +22,6 @@ SCHEDULES = ("cycle", "fresh")
 OBJECTIVES = ("nll", "mixture", "poe", "learned_mixture")
 WHOLE_BANK_OBJECTIVES = ("poe", "learned_mixture")  # every training step scores all K bank masks
 LOG_Z_METHODS = ("exact", "importance", "smc", "nce")  # the poe objective's training estimator (masks.log_z)
-VALIDATION_LOG_Z_METHODS = ("importance", "ais")  # the poe objective's validation estimate (masks.val_log_z)
-POE_LOG_Z_METHODS = ("auto", "exact", "importance", "ais")  # the test-time product of experts (ensemble=poe)
+# the test-time product of experts (ensemble=poe), and the poe objective's validation (masks.val_log_z)
+POE_LOG_Z_METHODS = ("auto", "exact", "importance", "ais")
 ANNEALING_SCHEDULES = ("linear", "sigmoid")  # AIS's inverse temperatures (made_exp.core.ais)

@@ -46,8 +46,9 @@ class MaskSchedule:
         alpha: ``learned_mixture``: symmetric Dirichlet prior on the weights (>= 1; 1 = none).
         smc: ``ParticleLogZ``'s ``resample_below``, ``mh_steps``, ``gibbs_sweeps``.
         nce: ``NoiseContrastiveLogZ``'s ``noise_ratio``, ``refresh_steps``.
-        val_log_z: ``poe``: how validation estimates log Z each epoch, ``importance`` (``log_z_samples``
-            fresh mixture samples) or ``ais`` (``val_ais_chains`` chains, ``val_ais_temperatures``).
+        val_log_z: ``poe``: how validation estimates log Z each epoch, as ``ProductOfExperts.log_z_method``:
+            ``auto`` (exact for D <= 20, else importance with ``log_z_samples``), ``exact``, ``importance``, or
+            ``ais`` (``val_ais_chains`` chains, ``val_ais_temperatures`` temperatures).
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class MaskSchedule:
         alpha: float = 1.0,
         smc: Mapping | None = None,
         nce: Mapping | None = None,
-        val_log_z: str = "importance",
+        val_log_z: str = "auto",
         val_ais_chains: int = 200,
         val_ais_temperatures: int = 50,
     ):

@@ -36,7 +36,6 @@ from made_exp.core.choices import (
     POE_LOG_Z_METHODS,
     RESAMPLE_MODES,
     SCHEDULES,
-    VALIDATION_LOG_Z_METHODS,
     WHOLE_BANK_OBJECTIVES,
 )
 from made_exp.errors import UserError, exit_on_user_error, show_tracebacks
@@ -94,7 +93,6 @@ Objective = _choices("Objective", OBJECTIVES)
 TrainingLogZ = _choices("TrainingLogZ", LOG_Z_METHODS)
 MaskSource = _choices("MaskSource", ("bank", "fresh"))
 LogZMethod = _choices("LogZMethod", POE_LOG_Z_METHODS)
-ValidationLogZ = _choices("ValidationLogZ", VALIDATION_LOG_Z_METHODS)
 AnnealingSchedule = _choices("AnnealingSchedule", ANNEALING_SCHEDULES)
 MatmulPrecision = _choices("MatmulPrecision", MATMUL_PRECISIONS)
 Precision = _choices("Precision", PRECISIONS)
@@ -143,7 +141,7 @@ class MasksSchema:
     alpha: float = 1.0
     smc: ParticleLogZSchema = field(default_factory=ParticleLogZSchema)
     nce: NoiseContrastiveSchema = field(default_factory=NoiseContrastiveSchema)
-    val_log_z: ValidationLogZ = ValidationLogZ.importance
+    val_log_z: LogZMethod = LogZMethod.auto
     val_ais_chains: int = 200
     val_ais_temperatures: int = 50
 
