@@ -99,3 +99,15 @@ def test_the_poe_estimators_paired_table_is_what_the_committed_scores_give():
         [sys.executable, str(folder / "paired.py"), *scores], capture_output=True, text=True, check=True
     ).stdout
     assert made == (folder / "paired.md").read_text()
+
+
+def test_the_dna_recipe_table_is_what_the_committed_scores_give_and_the_readme_quotes_it():
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "poe_estimators"
+    scores = [str(folder / "dna_recipe" / part / "results.csv") for part in ("is", "ais")]
+    paired = folder.parent / "objectives_uci" / "paired.py"
+    made = subprocess.run([sys.executable, str(paired), *scores], capture_output=True, text=True, check=True).stdout
+    assert made == (folder / "dna_recipe" / "recipe.md").read_text()
+    best = next(line for line in made.splitlines() if line.startswith("| dna | bank, Jensen | 64 | poe (AIS) |"))
+    mixture = next(line for line in made.splitlines() if line.startswith("| dna | bank, Jensen | 64 | mixture |"))
+    readme = " ".join((folder / "README.md").read_text().split())
+    assert f"K = 64, is {best.split(' | ')[4]} nats (its mixture {mixture.split(' | ')[4]})" in readme
