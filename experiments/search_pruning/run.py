@@ -1,16 +1,20 @@
 """TPE on dna with and without median pruning: 40 trials of at most 300 epochs, 3 sampler seeds, timed.
 
-Runs the six searches two at a time, a pruned and an unpruned search of the same sampler seed side by side
-(one thread each, so the pair shares the machine's load), and records each search's wall and CPU seconds
-in ``<out>/timings.json``:
+Runs the searches of each sampler seed side by side, by default a pruned and an unpruned one (one thread each,
+so the pair shares the machine's load), and records each search's wall and CPU seconds in
+``<out>/timings.json``. ``--conditions median_patient`` adds the median pruner with 10 startup trials and 30
+warm-up epochs (it never stops a trial before early stopping's patience could):
 
     MADE_DATA_DIR=../shared/data python experiments/search_pruning/run.py /tmp/search_pruning
+    MADE_DATA_DIR=../shared/data python experiments/search_pruning/run.py /tmp/search_pruning --seeds 0 \
+        --conditions median_patient    # likewise 1 and 2, at once
     python experiments/search_pruning/report.py /tmp/search_pruning experiments/search_pruning
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -18,7 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-PRUNERS = ("none", "median")
+CONDITIONS = {
+    "none": ("hydra.sweeper.pruner=none",),
+    "median": ("hydra.sweeper.pruner=median",),
+    "median_patient": (
+        "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruners.median.n_startup_trials=10",
+        "hydra.sweeper.pruners.median.n_warmup_steps=30",
+    ),
+}
 SEARCH = (
     "hydra/sweeper=optuna_tpe",
     "data=dna",
@@ -36,7 +48,7 @@ def search_command(out: Path, pruner: str, seed: int) -> list[str]:
         "made-train",
         "-m",
         *SEARCH,
-        f"hydra.sweeper.pruner={pruner}",
+        *CONDITIONS[pruner],
         f"hydra.sweeper.seed={seed}",
         f"hydra.sweeper.study_name={name}",
         f"hydra.sweep.dir={out / name}",
@@ -44,11 +56,11 @@ def search_command(out: Path, pruner: str, seed: int) -> list[str]:
     ]
 
 
-def run_pair(out: Path, seed: int) -> dict[str, dict[str, float]]:
-    """Both searches of one sampler seed at once; each one's wall and CPU seconds."""
+def run_together(out: Path, seed: int, conditions: list[str]) -> dict[str, dict[str, float]]:
+    """The searches of one sampler seed at once; each one's wall and CPU seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     started, processes = {}, {}
-    for pruner in PRUNERS:
+    for pruner in conditions:
         log = (out / f"{pruner}_seed{seed}.log").open("w")
         started[pruner] = time.monotonic()
         command = search_command(out, pruner, seed)
@@ -73,16 +85,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="where the six searches and timings.json go")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--conditions", nargs="+", choices=sorted(CONDITIONS), default=["none", "median"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    timings_file = args.out / "timings.json"
-    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     for seed in args.seeds:
-        if all(f"{pruner}_seed{seed}" in timings for pruner in PRUNERS):
+        if all(f"{pruner}_seed{seed}" in read_timings(args.out) for pruner in args.conditions):
             continue
-        timings.update(run_pair(args.out, seed))
-        timings_file.write_text(json.dumps(timings, indent=2) + "\n")
-        print(json.dumps(timings, indent=2), flush=True)
+        record_timings(args.out, run_together(args.out, seed, args.conditions))
+
+
+def read_timings(out: Path) -> dict:
+    path = out / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_timings(out: Path, new: dict) -> None:
+    """Add ``new`` to ``<out>/timings.json`` under a lock, so that drivers running at once keep each other's."""
+    with open(out / "timings.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        timings = {**read_timings(out), **new}
+        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    print(json.dumps(new, indent=2), flush=True)
 
 
 if __name__ == "__main__":
