@@ -28,6 +28,7 @@ PLANNED_SEEDS = 3  # run.py's default --seeds 0 1 2
 TARGET_WALL_RATIO = 0.5  # pruned wall time at most half the unpruned one
 BASELINE, PRUNED = "none", "median"
 COLOURS = {BASELINE: "tab:blue", PRUNED: "tab:orange"}
+FIGURE_CAPTION = "Best `val/best_nll` so far against the seconds since the search's first trial started"
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 TRIAL_COLUMNS = [
     "search", "pruner", "seed", "trial", "state", "value", "lr", "hidden_sizes", "num_masks", "epochs",
@@ -208,10 +209,9 @@ def report_markdown(summary: pd.DataFrame) -> str:
             _mean_std(row["trials_pruned"], 1),
         ]
         lines.append(f"| {pruner} | {int(row[('seeds', 'count')])} | " + " | ".join(cells) + " |")
-    lines += ["", *_ratios(stats), "", "![best val/best_nll so far against wall time](best_vs_time.png)", ""]
     lines += [
-        "Best `val/best_nll` so far against the seconds since the search's first trial started, one line per search",
-        "(`best_vs_time.png`).",
+        "",
+        *_ratios(stats),
         "",
         "## By search",
         "",
@@ -223,7 +223,16 @@ def report_markdown(summary: pd.DataFrame) -> str:
             f"| {row.search} | {row.wall_s:.0f} | {row.cpu_s:.0f} | {row.best_val_nll:.2f} | {row.epochs} "
             f"| {row.trials_complete} | {row.trials_pruned} | {row.trials_failed} |"
         )
-    lines += ["", *_how_it_ran(summary)]
+    lines += [
+        "",
+        "## Best so far against time",
+        "",
+        "![best val/best_nll so far against time](best_vs_time.png)",
+        "",
+        f"{FIGURE_CAPTION}, one line per search (`best_vs_time.png`).",
+        "",
+        *_how_it_ran(summary),
+    ]
     return "\n".join(lines)
 
 
