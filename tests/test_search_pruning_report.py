@@ -53,6 +53,7 @@ def summary(none: list[tuple[float, float]], median: list[tuple[float, float]]) 
             "trials_failed": 0,
             "epochs": 1000,
             "hardware": "a test",
+            "command": f"made-train -m hydra.sweeper.pruner={pruner} hydra.sweeper.seed={seed}",
         }
         for pruner, searches in (("none", none), ("median", median))
         for seed, (best, wall) in enumerate(searches)
@@ -129,6 +130,7 @@ def test_the_report_reads_a_real_search_pair(tmp_path):
     rows = pd.read_csv(out / "summary.csv").set_index("search")
     assert rows.loc["none_seed0", "best_val_nll"] == trials[trials.search == "none_seed0"].value.min()
     assert rows.loc["median_seed0", "epochs"] == 2 and rows.loc["median_seed0", "wall_s"] == 10.0
+    assert "hydra.sweeper.pruner=median" in rows.loc["median_seed0", "command"]
     text = (out / "report.md").read_text()
     assert "**Target undecided**" in text and "Hardware: a test machine." in text
     assert (out / "best_vs_time.png").stat().st_size > 0

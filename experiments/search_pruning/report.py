@@ -89,8 +89,21 @@ def _epochs(sweep_dir: Path, number: int) -> int | None:
     return None
 
 
-def search_summary(trials: pd.DataFrame, timing: dict, hardware: str) -> dict:
-    """One search's row of summary.csv from its trials and its timing."""
+def search_command(sweep_dir: Path) -> str:
+    """The made-train command of a search, from the overrides its sweep's multirun.yaml records."""
+    from omegaconf import OmegaConf
+
+    path = sweep_dir / "multirun.yaml"
+    try:
+        overrides = OmegaConf.load(path).hydra.overrides
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot read the search's overrides ({error})") from None
+    hydra = [override for override in overrides.hydra if override != "hydra.mode=MULTIRUN"]
+    return shlex.join(["made-train", "-m", *hydra, *overrides.task])
+
+
+def search_summary(trials: pd.DataFrame, timing: dict, hardware: str, command: str) -> dict:
+    """One search's row of summary.csv from its trials, its timing and its command."""
     complete = trials[trials.state == "COMPLETE"]
     return {
         "search": trials.search.iloc[0],
@@ -104,6 +117,7 @@ def search_summary(trials: pd.DataFrame, timing: dict, hardware: str) -> dict:
         "trials_failed": int((trials.state == "FAIL").sum()),
         "epochs": int(trials.epochs.sum()),
         "hardware": hardware,
+        "command": command,
     }
 
 
@@ -116,7 +130,7 @@ def collect(runs: Path, out: Path, hardware: str) -> None:
         if trials.empty:
             raise UserError(f"{runs / search}: the study holds no finished trial")
         frames.append(trials)
-        summaries.append(search_summary(trials, timing, hardware))
+        summaries.append(search_summary(trials, timing, hardware, search_command(runs / search)))
     write_text_atomic(out / "trials.csv", pd.concat(frames).to_csv(index=False))
     write_text_atomic(out / "summary.csv", pd.DataFrame(summaries).to_csv(index=False))
 
@@ -265,10 +279,15 @@ def _how_it_ran(summary: pd.DataFrame) -> list[str]:
         "",
         f"Hardware: {hardware}.",
         "",
-        "Each search is `made-train -m hydra/sweeper=optuna_tpe data=dna masks=cycle logger=csv",
-        "hydra.sweeper.n_trials=40` with `hydra.sweeper.pruner=none` or `median` and `hydra.sweeper.seed=<seed>`",
-        "(run.py). Wall and CPU seconds are each search's own, from its start to its end; epochs trained are summed",
-        "over its trials' `results.json`. From the repository root:",
+        "Wall and CPU seconds are each search's own, from its start to its end (run.py, `OMP_NUM_THREADS=1`); epochs",
+        "trained are summed over its trials' `results.json`. The searches, as their sweeps' `multirun.yaml` record",
+        "them:",
+        "",
+        "```bash",
+        *summary.command,
+        "```",
+        "",
+        "To run them again and redraw this report, from the repository root:",
         "",
         "```bash",
         f"MADE_DATA_DIR=../shared/data python experiments/search_pruning/run.py runs/search_pruning --seeds {seeds}",
@@ -293,7 +312,7 @@ def plot_best_vs_time(trials: pd.DataFrame, path: Path) -> None:
         ax.step(times, [*best, best.iloc[-1]], where="post", color=COLOURS.get(pruner), label=search)
     ax.set_xlabel("seconds since the search's first trial started")
     ax.set_ylabel("best val/best_nll so far (nats)")
-    ax.set_title("TPE on dna, 40 trials: median pruning against none")
+    ax.set_title("TPE on dna: median pruning against none")
     legend_below(ax, ncol=2)
     save_figure(figure, path)
 
