@@ -28,6 +28,7 @@ PLANNED_SEEDS = 3  # run.py's default --seeds 0 1 2
 TARGET_WALL_RATIO = 0.5  # pruned wall time at most half the unpruned one
 BASELINE, PRUNED = "none", "median"
 COLOURS = {BASELINE: "tab:blue", PRUNED: "tab:orange"}
+LINESTYLES = ("-", "--", ":", "-.")  # by sampler seed
 FIGURE_CAPTION = "Best `val/best_nll` so far against the seconds since the search's first trial started"
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 TRIAL_COLUMNS = [
@@ -304,16 +305,17 @@ def _how_it_ran(summary: pd.DataFrame) -> list[str]:
 
 def plot_best_vs_time(trials: pd.DataFrame, path: Path) -> None:
     """Best val/best_nll over the completed trials so far against seconds since the search started; a line per
-    search, coloured by pruner."""
+    search, coloured by pruner, dashed by seed."""
     figure, (ax,) = subplots(1)
-    for (search, pruner), group in trials.groupby(["search", "pruner"], sort=True):
+    for (search, pruner, seed), group in trials.groupby(["search", "pruner", "seed"], sort=True):
         complete = group[group.state == "COMPLETE"].sort_values("complete_s")
         if complete.empty:
             continue
         best = complete.value.cummin()
         end = group.complete_s.max()
         times = [*complete.complete_s, end]
-        ax.step(times, [*best, best.iloc[-1]], where="post", color=COLOURS.get(pruner), label=search)
+        style = LINESTYLES[seed % len(LINESTYLES)]
+        ax.step(times, [*best, best.iloc[-1]], where="post", color=COLOURS.get(pruner), linestyle=style, label=search)
     ax.set_xlabel("seconds since the search's first trial started")
     ax.set_ylabel("best val/best_nll so far (nats)")
     ax.set_title("TPE on dna: median pruning against none")
