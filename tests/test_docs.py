@@ -195,6 +195,29 @@ def test_readme_mixture_against_product_is_the_committed_comparison():
         assert difference.replace("−", "-") == f"{mean:.2f} ± {std:.2f}", f"README: {dataset} K={k} difference"
 
 
+def test_readme_pruning_numbers_are_the_committed_measurement():
+    """The README's pruning line: the wall time ratio and each pruner's best val/best_nll (mean ± std over the
+    sampler seeds) as experiments/search_pruning/summary.csv gives them."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    line = r"takes (\S+) of the wall time, but its best `val/best_nll` is (\S+ ± \S+) against (\S+ ± \S+)"
+    found = re.search(line, readme)
+    assert found, "README: no pruning line"
+    summary = list(csv.DictReader((REPO / "experiments/search_pruning/summary.csv").open()))
+
+    def column(pruner: str, name: str) -> list[float]:
+        return [float(row[name]) for row in summary if row["pruner"] == pruner]
+
+    def mean_std(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        std = (sum((value - mean) ** 2 for value in values) / (len(values) - 1)) ** 0.5
+        return f"{mean:.2f} ± {std:.2f}"
+
+    wall = {pruner: column(pruner, "wall_s") for pruner in ("none", "median")}
+    assert found[1] == f"{sum(wall['median']) / sum(wall['none']):.2f}", "README: pruning wall time ratio"
+    assert found[2] == mean_std(column("median", "best_val_nll")), "README: best val/best_nll with pruning"
+    assert found[3] == mean_std(column("none", "best_val_nll")), "README: best val/best_nll without pruning"
+
+
 def test_readme_links_into_the_docs_resolve():
     links = re.findall(r"\]\((docs/[^)#]+)", (REPO / "README.md").read_text())
     assert links, "README.md links to no docs page"
