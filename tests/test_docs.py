@@ -196,8 +196,8 @@ def test_readme_mixture_against_product_is_the_committed_comparison():
 
 
 def test_readme_pruning_numbers_are_the_committed_measurement():
-    """The README's pruning line: the wall time ratio and each pruner's best val/best_nll (mean ± std over the
-    sampler seeds) as experiments/search_pruning/summary.csv gives them."""
+    """The README's pruning lines: the wall time ratios and each pruned condition's best val/best_nll (mean ± std
+    over the sampler seeds) as experiments/search_pruning/summary.csv gives them."""
     readme = " ".join((REPO / "README.md").read_text().split())
     line = r"takes (\S+) of the wall time, but its best `val/best_nll` is (\S+ ± \S+) against (\S+ ± \S+)"
     found = re.search(line, readme)
@@ -216,6 +216,11 @@ def test_readme_pruning_numbers_are_the_committed_measurement():
     assert found[1] == f"{sum(wall['median']) / sum(wall['none']):.2f}", "README: pruning wall time ratio"
     assert found[2] == mean_std(column("median", "best_val_nll")), "README: best val/best_nll with pruning"
     assert found[3] == mean_std(column("none", "best_val_nll")), "README: best val/best_nll without pruning"
+    patient = re.search(r"\(`median_patient`\) takes (\S+) of the wall time and its best is (\S+ ± \S+)", readme)
+    assert patient, "README: no median_patient numbers"
+    patient_wall = sum(column("median_patient", "wall_s")) / sum(wall["none"])
+    assert patient[1] == f"{patient_wall:.2f}", "README: median_patient wall time ratio"
+    assert patient[2] == mean_std(column("median_patient", "best_val_nll")), "README: median_patient best"
 
 
 def test_readme_links_into_the_docs_resolve():

@@ -67,6 +67,14 @@ def log_z_trusted(rows: dict, key: tuple[str, str, int, str]) -> bool:
     return error == 0 or abs(gap) <= 3 * error  # 0: both exact (K = 1), whatever the rounding of two devices
 
 
+def spread_cells(values: dict[int, tuple[float, float, float]]) -> str:
+    """``mean ± std`` of the seeds' test NLLs (std nan with one seed) and the mean log Z standard error."""
+    nlls = [nll for nll, _, _ in values.values()]
+    spread = statistics.stdev(nlls) if len(nlls) > 1 else math.nan
+    stderr = statistics.fmean(error for _, error, _ in values.values())
+    return f"{statistics.fmean(nlls):.2f} ± {spread:.2f} | {stderr:.3f}"
+
+
 def main(paths: list[str]) -> None:
     rows = read(paths)
     print(
@@ -75,18 +83,12 @@ def main(paths: list[str]) -> None:
     )
     print("|---|---|---:|---|---:|---:|---:|---|")
     for (dataset, training, k, strategy), values in sorted(rows.items()):
-        nlls = [nll for nll, _, _ in values.values()]
-        spread = statistics.stdev(nlls) if len(nlls) > 1 else math.nan
-        stderr = statistics.fmean(error for _, error, _ in values.values())
         fresh = training.startswith(("fresh", "mixture objective"))
         baseline = rows.get((dataset, BASELINE[0], FRESH_REFERENCE_K if fresh else k, BASELINE[1]), {})
         verdict = paired(values, baseline)
         if not log_z_trusted(rows, (dataset, training, k, strategy)) and not fresh:
             verdict = verdict.rsplit(" | ", 1)[0] + " | log Z untrusted"
-        print(
-            f"| {dataset} | {training} | {'—' if fresh else k} | {strategy} | {statistics.fmean(nlls):.2f} ± "
-            f"{spread:.2f} | {stderr:.3f} | {verdict} |"
-        )
+        print(f"| {dataset} | {training} | {'—' if fresh else k} | {strategy} | {spread_cells(values)} | {verdict} |")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ rule: AIS's mean ESS at least 100 of 1000 chains, and importance sampling agreei
     python experiments/poe_estimators/paired.py experiments/poe_estimators/*/{is,ais}/results.csv > paired.md
 """
 
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "objectives_uci"))
-from paired import log_z_trusted, paired, read  # noqa: E402  (the objectives_uci comparison's own rules)
+from paired import log_z_trusted, paired, read, spread_cells  # noqa: E402  (the objectives_uci comparison's own rules)
 
 BANK = "bank, Jensen"
 TESTED_AS = "poe (AIS)"
@@ -29,18 +28,12 @@ def main(paths: list[str]) -> None:
     for (dataset, training, k, strategy), values in sorted(rows.items()):
         if strategy != TESTED_AS:
             continue
-        nlls = [nll for nll, _, _ in values.values()]
-        spread = statistics.stdev(nlls) if len(nlls) > 1 else float("nan")
-        stderr = statistics.fmean(error for _, error, _ in values.values())
         bank_key = (dataset, BANK, k, TESTED_AS)
         verdict = "—" if training == BANK else paired(values, rows.get(bank_key, {}))
         trusted = log_z_trusted(rows, (dataset, training, k, strategy)) and log_z_trusted(rows, bank_key)
         if training != BANK and not trusted:
             verdict = verdict.rsplit(" | ", 1)[0] + " | log Z untrusted"
-        print(
-            f"| {dataset} | {k} | {training} | {statistics.fmean(nlls):.2f} ± {spread:.2f} | {stderr:.3f} "
-            f"| {verdict if training != BANK else '— | —'} |"
-        )
+        print(f"| {dataset} | {k} | {training} | {spread_cells(values)} | {verdict if training != BANK else '— | —'} |")
 
 
 if __name__ == "__main__":

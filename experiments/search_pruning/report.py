@@ -1,5 +1,8 @@
 """Issue #28's comparison, from run.py's searches: does median pruning find TPE's best on dna in half the time?
 
+Each pruned condition run.py ran (``median``, and ``median_patient`` if it ran) is set against the unpruned
+searches, with its own verdict.
+
 Writes into the out dir ``trials.csv`` (one row per trial), ``summary.csv`` (one row per search), ``report.md``
 (tables, the verdict against the target, how it ran) and ``best_vs_time.png``:
 
@@ -27,7 +30,8 @@ from made_exp.runs.figures import legend_below, save_figure, subplots
 PLANNED_SEEDS = 3  # run.py's default --seeds 0 1 2
 TARGET_WALL_RATIO = 0.5  # pruned wall time at most half the unpruned one
 BASELINE, PRUNED = "none", "median"
-COLOURS = {BASELINE: "tab:blue", PRUNED: "tab:orange"}
+PRUNED_CONDITIONS = (PRUNED, "median_patient")  # run.py's CONDITIONS other than none, in report order
+COLOURS = {BASELINE: "tab:blue", PRUNED: "tab:orange", "median_patient": "tab:green"}
 LINESTYLES = ("-", "--", ":", "-.")  # by sampler seed
 FIGURE_CAPTION = "Best `val/best_nll` so far against the seconds since the search's first trial started"
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
@@ -141,20 +145,21 @@ def by_pruner(summary: pd.DataFrame) -> pd.DataFrame:
     columns = ["wall_s", "cpu_s", "best_val_nll", "epochs", "trials_complete", "trials_pruned"]
     stats = summary.groupby("pruner")[columns].agg(["mean", "std"])
     stats[("seeds", "count")] = summary.groupby("pruner").seed.count()
-    return stats.reindex([pruner for pruner in (BASELINE, PRUNED) if pruner in stats.index])
+    return stats.reindex([pruner for pruner in (BASELINE, *PRUNED_CONDITIONS) if pruner in stats.index])
 
 
-def verdict(summary: pd.DataFrame) -> tuple[bool | None, str]:
-    """Whether the target is met: the pruned searches' mean best is no worse than the unpruned ones' by more than
-    the seeds' spread (the larger of the two pruners' std over seeds), AND their mean wall time is at most
-    TARGET_WALL_RATIO of the unpruned one. None (undecided) while a pruner has fewer than 2 seeds."""
+def verdict(summary: pd.DataFrame, pruned: str = PRUNED) -> tuple[bool | None, str]:
+    """Whether the target is met by the ``pruned`` condition: its searches' mean best is no worse than the
+    unpruned ones' by more than the seeds' spread (the larger of the two conditions' std over seeds), AND their
+    mean wall time is at most TARGET_WALL_RATIO of the unpruned one. None (undecided) while a condition has fewer
+    than 2 seeds."""
     stats = by_pruner(summary)
-    if not {BASELINE, PRUNED} <= set(stats.index):
-        return None, f"the summary needs both a {BASELINE!r} and a {PRUNED!r} search"
+    if not {BASELINE, pruned} <= set(stats.index):
+        return None, f"the summary needs both a {BASELINE!r} and a {pruned!r} search"
     best, wall = stats["best_val_nll"], stats["wall_s"]
-    ratio = wall.loc[PRUNED, "mean"] / wall.loc[BASELINE, "mean"]
-    worse = best.loc[PRUNED, "mean"] - best.loc[BASELINE, "mean"]
-    spread = max(best.loc[PRUNED, "std"], best.loc[BASELINE, "std"])
+    ratio = wall.loc[pruned, "mean"] / wall.loc[BASELINE, "mean"]
+    worse = best.loc[pruned, "mean"] - best.loc[BASELINE, "mean"]
+    spread = max(best.loc[pruned, "std"], best.loc[BASELINE, "std"])
     timing = f"wall time ratio {ratio:.2f} (target ≤ {TARGET_WALL_RATIO:.2f})"
     if math.isnan(spread):
         return None, f"one seed per pruner gives no spread; {timing}"
@@ -183,8 +188,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def report_markdown(summary: pd.DataFrame) -> str:
     """The report: target, verdict, a table per pruner (mean ± std over seeds), per search, and how it ran."""
-    met, reason = verdict(summary)
     stats = by_pruner(summary)
+    pruned_here = [pruner for pruner in PRUNED_CONDITIONS if pruner in stats.index] or [PRUNED]
     seeds = sorted(summary.seed.unique())
     lines = [
         "# Does pruning pay? TPE on dna with median pruning against none",
@@ -200,10 +205,14 @@ def report_markdown(summary: pd.DataFrame) -> str:
             f"(seeds {', '.join(map(str, seeds))}).",
             "",
         ]
+    lines += ["## Verdict", ""]
+    for pruned in pruned_here:
+        met, reason = verdict(summary, pruned)
+        label = "" if pruned == PRUNED else f" by {pruned}"
+        lines += [f"**Target{label} {'undecided' if met is None else 'met' if met else 'not met'}**: {reason}.", ""]
     lines += [
-        "## Verdict",
-        "",
-        f"**Target {'undecided' if met is None else 'met' if met else 'not met'}**: {reason}.",
+        "`median_patient` is the median pruner with 10 startup trials (TPE's own) and 30 warm-up epochs (early",
+        "stopping's patience): it never stops a trial before early stopping could have.",
         "",
         "The rule: met when the pruned searches' mean best is worse than the unpruned ones' by no more than the",
         "seeds' spread (the larger of the two pruners' std over seeds), and their mean wall time is at most",
@@ -261,15 +270,19 @@ def _mean_std(stat: pd.Series, digits: int) -> str:
 
 
 def _ratios(stats: pd.DataFrame) -> list[str]:
-    if not {BASELINE, PRUNED} <= set(stats.index):
-        return []
-    wall = stats.loc[PRUNED, ("wall_s", "mean")] / stats.loc[BASELINE, ("wall_s", "mean")]
-    cpu = stats.loc[PRUNED, ("cpu_s", "mean")] / stats.loc[BASELINE, ("cpu_s", "mean")]
-    epochs = stats.loc[PRUNED, ("epochs", "mean")] / stats.loc[BASELINE, ("epochs", "mean")]
-    return [
-        f"Pruned against unpruned, ratio of the means: wall time {wall:.2f}, CPU time {cpu:.2f}, "
-        f"epochs trained {epochs:.2f}."
-    ]
+    lines = []
+    for pruned in PRUNED_CONDITIONS:
+        if not {BASELINE, pruned} <= set(stats.index):
+            continue
+        wall, cpu, epochs = (
+            stats.loc[pruned, (name, "mean")] / stats.loc[BASELINE, (name, "mean")]
+            for name in ("wall_s", "cpu_s", "epochs")
+        )
+        lines.append(
+            f"{pruned} against unpruned, ratio of the means: wall time {wall:.2f}, CPU time {cpu:.2f}, "
+            f"epochs trained {epochs:.2f}."
+        )
+    return lines
 
 
 def _how_it_ran(summary: pd.DataFrame) -> list[str]:
