@@ -52,7 +52,7 @@ class EpochLog(pl.Callback):
     """Logs ``epoch E/N  train T  val V (best B)  S s`` for each finished epoch, and why training stopped.
 
     The poe objective's log Z estimator adds ``log Z L ± E`` and its health: ``ESS F%`` (importance sampling and
-    smc), ``distinct F%`` (smc, on epochs that resampled), ``NCE acc A%`` (nce). An epoch where the estimator
+    smc), ``distinct F%`` (smc, after its moves), ``NCE acc A%`` (nce). An epoch where the estimator
     degraded (``objectives.estimator_degraded``) says ``DEGRADED: why``, and the first one is also a warning.
     An epoch is logged when the next one starts or training ends: only then has Lightning run every hook that
     logs its metrics (validation runs before the epoch's own end hooks).
