@@ -216,11 +216,14 @@ def test_readme_pruning_numbers_are_the_committed_measurement():
     assert found[1] == f"{sum(wall['median']) / sum(wall['none']):.2f}", "README: pruning wall time ratio"
     assert found[2] == mean_std(column("median", "best_val_nll")), "README: best val/best_nll with pruning"
     assert found[3] == mean_std(column("none", "best_val_nll")), "README: best val/best_nll without pruning"
-    patient = re.search(r"\(`median_patient`\) takes (\S+) of the wall time and its best is (\S+ ± \S+)", readme)
+    patient = re.search(r"`median_patient`\) takes (\S+) of the wall time and its best is (\S+ ± [0-9.]+)", readme)
     assert patient, "README: no median_patient numbers"
     patient_wall = sum(column("median_patient", "wall_s")) / sum(wall["none"])
     assert patient[1] == f"{patient_wall:.2f}", "README: median_patient wall time ratio"
     assert patient[2] == mean_std(column("median_patient", "best_val_nll")), "README: median_patient best"
+    cpu = re.search(r"at (\S+) of the CPU time", readme)
+    patient_cpu = sum(column("median_patient", "cpu_s")) / sum(column("none", "cpu_s"))
+    assert cpu and cpu[1] == f"{patient_cpu:.2f}", "README: median_patient CPU time ratio"
 
 
 def test_readme_links_into_the_docs_resolve():
