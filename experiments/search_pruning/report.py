@@ -309,6 +309,13 @@ def _how_it_ran(summary: pd.DataFrame) -> list[str]:
         "",
         "```bash",
         f"MADE_DATA_DIR=../shared/data python experiments/search_pruning/run.py runs/search_pruning --seeds {seeds}",
+        *[
+            f"MADE_DATA_DIR=../shared/data python experiments/search_pruning/run.py runs/search_pruning --seeds {seed} "
+            f"--conditions {condition}  # one driver per seed, all at once"
+            for condition in PRUNED_CONDITIONS[1:]
+            if condition in set(summary.pruner)
+            for seed in sorted(summary[summary.pruner == condition].seed)
+        ],
         report_command,
         "python experiments/search_pruning/report.py --from-csv experiments/search_pruning  # from the CSVs alone",
         "```",
