@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from made_exp.core.ais import ChainState, gibbs_sweep, mh_step, score_states, summarise_log_weights
 from made_exp.core.made import MADE, Mask
 from made_exp.core.sampling import sample_mixture
-from made_exp.core.scoring import per_mask_log_probs, product_log_prob
+from made_exp.core.scoring import mixture_log_prob, per_mask_log_probs, poe_log_weights, product_log_prob
 
 __all__ = ["ParticleLogZ", "systematic_resample", "move_particles"]
 
@@ -88,9 +88,8 @@ def move_particles(
 class ParticleLogZ(nn.Module):
     """S weighted particles (S, D) that follow the product of experts from step to step (see module docstring).
 
-    The particles, their log weights, the log GM they were weighted with, the running log Z and which particles
-    gave the last gradient are buffers: they are saved in checkpoints, so a resumed run continues the same
-    particle system.
+    The particles, their log weights, the log GM they were weighted with and the running log Z are buffers: they
+    are saved in checkpoints, so a resumed run continues the same particle system.
 
     Args:
         input_dim: D.
@@ -151,7 +150,8 @@ class ParticleLogZ(nn.Module):
             self.start(model, masks, generator)
         # the graph keeps its own copy (the move below rewrites the buffer), in the network's dtype
         particles = self.particles.to(model.output.weight.dtype, copy=True)
-        log_gm = product_log_prob(per_mask_log_probs(model, particles, masks))  # (S,), with gradient
+        per_mask = per_mask_log_probs(model, particles, masks)  # (K, S), with gradient
+        log_gm = product_log_prob(per_mask)
         increment = log_gm.detach().double() - self.log_gm
         log_weights = self.log_weights + increment
         gradient, tracking = self._halves()
@@ -160,7 +160,9 @@ class ParticleLogZ(nn.Module):
         surrogate = (normalised * log_gm[gradient]).sum()
         ess = summarise_log_weights(log_weights[gradient])[2]
         stats = {"effective_sample_size": ess, "effective_sample_fraction": ess / (self.num_particles // 2)}
-        stats.update(self._resample_and_move(model, masks, log_weights, generator))
+        scored = per_mask.detach().double()  # the moves start from these scores: no second K passes
+        state = ChainState(particles.detach(), mixture_log_prob(scored), poe_log_weights(scored))
+        stats.update(self._resample_and_move(model, masks, state, log_weights, generator))
         return float(self.log_z), surrogate - surrogate.detach(), stats
 
     def _halves(self) -> tuple[slice, slice]:
@@ -170,7 +172,12 @@ class ParticleLogZ(nn.Module):
 
     @torch.no_grad()
     def _resample_and_move(
-        self, model: MADE, masks: Sequence[Mask], log_weights: Tensor, generator: torch.Generator | None
+        self,
+        model: MADE,
+        masks: Sequence[Mask],
+        state: ChainState,
+        log_weights: Tensor,
+        generator: torch.Generator | None,
     ) -> dict[str, float]:
         """Resample each half whose ESS is low, within itself, then move every particle with MCMC at the current
         parameters (the weights, valid for the current product, stay valid under a kernel that leaves it
@@ -182,8 +189,8 @@ class ParticleLogZ(nn.Module):
                 index[part] = part.start + systematic_resample(log_weights[part], generator).cpu()
                 log_weights[part] = torch.logsumexp(log_weights[part], 0) - math.log(size)
                 resampled += 1
-        chosen = self.particles[index.to(self.particles.device)].to(model.output.weight.dtype)
-        state = score_states(model, masks, chosen)
+        index = index.to(state.x.device)
+        state = ChainState(state.x[index], state.log_mixture[index], state.log_ratio[index])
         state, acceptance = move_particles(model, masks, state, self.mh_steps, self.gibbs_sweeps, generator)
         self._keep(state, log_weights)
         distinct = len(torch.unique(state.x, dim=0)) / self.num_particles
