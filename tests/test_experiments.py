@@ -1,5 +1,6 @@
 """Every experiment file composes, and the paper configs carry the original release's settings."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,21 @@ def test_the_dna_recipe_table_is_what_the_committed_scores_give_and_the_readme_q
     mixture = next(line for line in made.splitlines() if line.startswith("| dna | bank, Jensen | 64 | mixture |"))
     readme = " ".join((folder / "README.md").read_text().split())
     assert f"K = 64, is {best.split(' | ')[4]} nats (its mixture {mixture.split(' | ')[4]})" in readme
+
+
+def test_the_poe_estimators_readme_quotes_the_committed_objective_costs():
+    root = Path(__file__).resolve().parents[1]
+    costs = json.loads((root / "experiments" / "bench" / "objectives_cpu.json").read_text())
+    readme = " ".join((root / "experiments" / "poe_estimators" / "README.md").read_text().split())
+
+    def ratio(k: int, objective: str) -> str:
+        return f"{costs[f'k{k}_{objective}_vs_jensen']:.0f}x"
+
+    k4 = [ratio(4, name) for name in ("poe_objective_smc", "poe_objective_nce", "poe_objective")]
+    k16 = [ratio(16, name) for name in ("poe_objective_smc", "poe_objective_nce", "poe_objective")]
+    assert (
+        f"at K = 4 a smc step is {k4[0]}, an nce step {k4[1]} and an importance-sampling step {k4[2]} the Jensen step;"
+        f" at K = 16, {k16[0]}, {k16[1]} and {k16[2]}." in readme
+    )
+    samples = f"mixture samples alone is {ratio(4, 'draw_poe_samples')} at K = 4 and {ratio(16, 'draw_poe_samples')}"
+    assert samples in readme
