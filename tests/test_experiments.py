@@ -131,3 +131,22 @@ def test_the_poe_estimators_readme_quotes_the_committed_objective_costs():
     )
     samples = f"mixture samples alone is {ratio(4, 'draw_poe_samples')} at K = 4 and {ratio(16, 'draw_poe_samples')}"
     assert samples in readme
+
+
+def test_the_readme_quotes_the_fine_tuned_products_from_the_paired_table():
+    """The README's fine-tuning sentence: each difference from the bank's product, and that it is beyond 2σ."""
+    root = Path(__file__).resolve().parents[1]
+    rows = {}
+    for line in (root / "experiments" / "poe_estimators" / "lr1e-4" / "paired.md").read_text().splitlines()[2:]:
+        dataset, k, training, nll, _, difference, beyond = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[dataset, int(k), training] = nll, difference.replace("-", "−"), beyond
+    readme = " ".join((root / "README.md").read_text().split())
+    importance, nce = "PoE objective, warm start", "PoE objective, nce, warm start"
+    dna_is, dna_nce = rows["dna", 4, importance], rows["dna", 4, nce]
+    mush_is, mush_nce = rows["mushrooms", 4, importance], rows["mushrooms", 4, nce]
+    assert all(row[2] == "yes" for row in (dna_is, dna_nce, mush_is, mush_nce))
+    assert (
+        f"on dna (log Z by importance sampling {dna_is[1]} nats, by noise-contrastive estimation {dna_nce[1]}) "
+        f"and mushrooms ({mush_is[1]} and {mush_nce[1]}, reaching {mush_is[0]})" in readme
+    )
+    assert rows["nips", 4, nce][2] == "no" and "level on nips" in readme
