@@ -25,7 +25,9 @@ def main(paths: list[str]) -> None:
         "| − bank's product, same seed | beyond 2σ |"
     )
     print("|---|---:|---|---:|---:|---:|---|")
-    for (dataset, training, k, strategy), values in sorted(rows.items()):
+    for (dataset, training, k, strategy), values in sorted(
+        rows.items(), key=lambda row: (row[0][0], row[0][2], row[0][1])
+    ):
         if strategy != TESTED_AS:
             continue
         bank_key = (dataset, BANK, k, TESTED_AS)
