@@ -150,6 +150,11 @@ def test_the_readme_quotes_the_fine_tuned_products_from_the_paired_table():
         f"and mushrooms ({mush_is[1]} and {mush_nce[1]}, reaching {mush_is[0]})" in readme
     )
     assert rows["nips", 4, nce][2] == "no" and "level on nips" in readme
-    dna16 = [rows["dna", 16, training] for training in (importance, nce)]
-    assert all(row[2] == "yes" for row in dna16)
-    assert f"on dna at K = 16 the gain grows to {dna16[0][1]} and {dna16[1][1]}" in readme
+    dna16, mush16 = (
+        [rows[dataset, 16, training] for training in (importance, nce)] for dataset in ("dna", "mushrooms")
+    )
+    assert all(row[2] == "yes" for row in dna16 + mush16)
+    assert (
+        f"at K = 16 the gain grows to {dna16[0][1]} and {dna16[1][1]} on dna, {mush16[0][1]} and {mush16[1][1]} "
+        "on mushrooms" in readme
+    )
